@@ -1,0 +1,42 @@
+# Two commands: `make demo` (the main job on the built-in synthetic market) and `make test`.
+# Each creates .venv from the committed lock file first; that is a no-op when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+CONFIG ?= configs/demo.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint format pytest demo etl etl-gpu bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+pytest: setup
+	$(BIN)/python -m pytest -q
+
+test: lint pytest
+
+demo: setup
+	$(BIN)/gogooku info
+
+bench: setup
+	@echo "benchmarks: see bench/ and docs/benchmarks.md"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,162 @@
+"""Typed configs: YAML files loaded into frozen dataclasses, with `key=value` overrides from the CLI.
+
+Every section is a dataclass whose field types are checked on load; an unknown key or a value of the wrong
+type is a `ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from etl.errors import GogookuError
+
+
+class ConfigError(GogookuError):
+    """A config file or override that does not fit the schema."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp` and return it in canonical form."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}' = {value!r}: expected {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' = {value!r}: expected a section (mapping)")
+        return build_dataclass(tp, value, prefix=key + ".")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise bad
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (inner, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if hasattr(value, "isoformat"):  # YAML turns 2020-01-01 into a date; keep dates as ISO strings
+            return value.isoformat()
+        raise bad
+    raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
+
+
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking every key and value."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{prefix}{key}' (allowed: {allowed})")
+    kwargs = {name: _coerce(prefix + name, value, hints[name]) for name, value in data.items()}
+    instance = cls(**kwargs)
+    check = getattr(instance, "validate", None)
+    if check is not None:
+        check()
+    return instance
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 0.0003); the value is parsed as YAML (so 3, 0.1, true, [1,2])."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError):  # ValueError: YAML's date parser on 2019-13-01
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` overrides to a nested mapping (keys are checked later, against the dataclass)."""
+    out = _deep_copy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def load_dataclass(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Load `cls` from an optional YAML file plus overrides; defaults fill what neither gives."""
+    data = read_yaml(path) if path is not None else {}
+    return build_dataclass(cls, apply_overrides(data, list(overrides or [])))

@@ -1,0 +1,1 @@
+"""ATFT-GAT-FAN: small Flax Linen modules assembled into one functional model."""

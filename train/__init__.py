@@ -1,0 +1,1 @@
+"""Training, walk-forward evaluation, the LightGBM baseline, reports and the `gogooku` CLI."""
