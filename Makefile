@@ -33,7 +33,14 @@ pytest: setup
 test: lint pytest
 
 demo: setup
+	$(BIN)/gogooku synth --config $(CONFIG)
 	$(BIN)/gogooku info
+
+etl: setup
+	$(BIN)/gogooku etl --config $(CONFIG)
+
+etl-gpu: setup
+	$(BIN)/gogooku etl --config $(CONFIG) --device gpu
 
 bench: setup
 	@echo "benchmarks: see bench/ and docs/benchmarks.md"

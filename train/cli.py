@@ -70,8 +70,20 @@ def _memory_gib() -> float:
 
 @app.command()
 @user_errors
-def info() -> None:
+def info(
+    model_config: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model config (tiny, base or a YAML path): show its parameter count and layout."
+        ),
+    ] = None,
+) -> None:
     """Show package versions, the machine, JAX devices and whether GPU packages are usable (and why not)."""
+    if model_config is not None:
+        from model.summary import model_summary_table
+
+        Console().print(model_summary_table(model_config))
+        return
     from etl import backend
 
     out = Console()
@@ -107,6 +119,102 @@ def info() -> None:
         problem = check()
         table.add_row(name, "[green]usable[/]" if problem is None else f"[yellow]no[/]: {problem}")
     out.print(table)
+
+
+@app.command()
+@user_errors
+def fetch(
+    start: Annotated[str, typer.Option(help="First date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last date, YYYY-MM-DD (clipped to yesterday in Tokyo).")],
+    endpoints: Annotated[
+        list[str] | None,
+        typer.Option("--endpoints", "-e", help="Endpoints, comma-separated or repeated (default: all)."),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Raw store folder (default: paths.raw).")] = None,
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Fetch J-Quants v2 data into the raw store; a re-run fetches only what is missing (docs/fetch.md)."""
+    from etl.sources.jquants import run_cli_fetch
+    from train.config import load_config
+
+    cfg = load_config(config, overrides)
+    run_cli_fetch(cfg.fetch, start, end, endpoints, out or cfg.paths.raw)
+
+
+@app.command()
+@user_errors
+def etl(
+    raw: Annotated[str | None, typer.Option(help="Raw store folder (default: paths.raw).")] = None,
+    out: Annotated[str | None, typer.Option(help="Feature store folder (default: paths.features).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or gpu (default: config device).")] = None,
+    start: Annotated[str | None, typer.Option(help="First dataset date, YYYY-MM-DD (default: all).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last dataset date, YYYY-MM-DD (default: all).")] = None,
+    chunk: Annotated[int, typer.Option(help="Stocks per chunk (memory vs speed).")] = 256,
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Build the feature store (FEATURES.md columns, Parquet by year + catalog.json) from the raw store."""
+    from rich.progress import Progress
+
+    from etl.pipeline import build_store
+    from train.config import load_config
+
+    cfg = load_config(config, overrides)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("etl: stock chunks", total=None)
+        result = build_store(
+            raw or cfg.paths.raw,
+            out or cfg.paths.features,
+            device=device or cfg.device,
+            start=start,
+            end=end,
+            chunk_size=chunk,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            notify=lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False),
+        )
+    if result.missing:
+        console.print(
+            f"[yellow]warning:[/] raw store lacks {', '.join(result.missing)}: their columns are NaN "
+            "with validity 0",
+            highlight=False,
+        )
+    console.print(
+        f"etl: {result.rows:,} rows x {len(result.columns) + 2} columns ({result.stocks} stocks, "
+        f"{result.sessions} sessions) in {result.seconds:.1f}s -> {out or cfg.paths.features}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def synth(
+    stocks: Annotated[int | None, typer.Option(help="Number of codes (default: synth.stocks).")] = None,
+    start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD (default: synth.start).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD (default: synth.end).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: synth.seed).")] = None,
+    out: Annotated[str | None, typer.Option(help="Raw store folder (default: paths.raw).")] = None,
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Generate the synthetic Japanese market as a raw store plus oracle.parquet (docs/synthetic.md)."""
+    from rich.progress import Progress
+
+    from etl.sources.synthetic import STEPS, generate
+    from train.config import load_config
+
+    extra = [
+        f"synth.{k}={v}" for k, v in (("stocks", stocks), ("start", start), ("end", end), ("seed", seed))
+    ]
+    cfg = load_config(config, [*(overrides or []), *(e for e in extra if not e.endswith("=None"))])
+    target = out or cfg.paths.raw
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("synth", total=STEPS)
+        generate(
+            cfg.synth, target, progress=lambda step: bar.update(task, advance=1, description=f"synth: {step}")
+        )
+    s = cfg.synth
+    console.print(f"synthetic market: {s.stocks} codes, {s.start}..{s.end}, seed {s.seed} -> {target}")
 
 
 def main() -> None:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: the GPU tests, then the GPU benchmarks beside their CPU comparison runs.
+# Usage (device tool, from the repo root, carrying the wheels the image lacks in .whl/):
+#   bash bench/gpu_check.sh            # writes gpu_tests.log and bench_*.json under $OUT (or ./gpu_out)
+# Each stage has its own timeout so the whole script ends well inside 8 minutes.
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+PY=${PY:-python3}
+log() { echo "== $(date -u +%T) $*" | tee -a "$OUT/summary.log"; }
+
+log "machine"
+{ nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc;
+  $PY -c "import jax, cupy, numpy, polars; print('jax', jax.__version__, jax.devices()); print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'polars', polars.__version__)"; } 2>&1 | tee -a "$OUT/summary.log"
+
+log "gpu tests"
+timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15 | tee -a "$OUT/summary.log"
+
+bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_NAME.json
+  local name=$1 limit=$2; shift 2
+  log "bench $name: $*"
+  timeout "$limit" $PY "$@" 2>>"$OUT/bench_stderr.log" | tee -a "$OUT/bench_$name.json" | tail -1 | cut -c1-600 | tee -a "$OUT/summary.log"
+}
+bench model 60 bench/model.py --config base --device gpu --steps 20
+bench model 60 bench/model.py --config base --device gpu --steps 20 --dtype bfloat16
+bench model 60 bench/model.py --config base --device cpu --steps 3 --warmup 1
+bench graph 90 bench/graph.py --device gpu
+bench graph 60 bench/graph.py --device cpu --dates 245
+if [ -f bench/etl.py ]; then
+  bench etl 150 bench/etl.py --device gpu
+fi
+log "done"

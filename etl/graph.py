@@ -1,0 +1,300 @@
+"""Daily correlation graphs: the 18 graph columns of FEATURES.md §4.13 and the model's padded edge arrays.
+
+`build_graphs(returns_TN, row_mask_TN, sector33_TN, market_TN, cfg, xp)` is the whole stage as array code
+(xp = NumPy or CuPy): peers and top-k from trailing correlations (etl/graph_corr.py), the undirected graph
+E_t = {{i, j} : j in K_i or i in K_j}, the metrics on the disjoint union of the dates' graphs
+(etl/graph_metrics.py), and edge arrays. `write_graph_edges` / `read_graph_edges` store the edges beside the
+feature store. The stock axis must be sorted by Code (the tie and component-order rules use it).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from etl.errors import GogookuError
+from etl.graph_corr import PeerTable, blas_threads, empty_peer_table, peer_table
+from etl.graph_metrics import METRIC_COLUMNS, union_metrics
+from train.config import GraphConfig
+
+# (column, dtype on write) in catalog order, FEATURES.md #329-#346
+GRAPH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("peer_count", "i16"),
+    ("peer_corr_mean", "f32"),
+    ("graph_degree", "i16"),
+    ("graph_degree_z", "f32"),
+    ("graph_comp_id", "i32"),
+    ("graph_comp_size", "i32"),
+    ("graph_degree_in_comp", "f32"),
+    ("graph_degree_z_in_comp", "f32"),
+    ("graph_pagerank", "f32"),
+    ("graph_pagerank_share_comp", "f32"),
+    ("graph_pagerank_z_in_comp", "f32"),
+    ("graph_clustering", "f32"),
+    ("graph_avg_neigh_deg", "f32"),
+    ("graph_core", "i16"),
+    ("graph_degree_centrality", "f32"),
+    ("graph_closeness", "f32"),
+    ("graph_local_density", "f32"),
+    ("graph_isolated", "i8"),
+)
+EDGE_FEATURES = ("rho", "abs_rho", "same_sector33", "same_market")
+EDGES_FILE = "graph_edges.npz"
+EDGES_FORMAT = 1
+
+
+class GraphInputError(GogookuError):
+    """Graph inputs of inconsistent shapes or a bad edge file."""
+
+
+@dataclass(frozen=True)
+class UndirectedEdges:
+    """Each undirected edge of every date once: stock indices i < j of date t, and rho_ij."""
+
+    t_E: Any
+    i_E: Any
+    j_E: Any
+    rho_E: Any
+
+
+@dataclass(frozen=True)
+class GraphBuild:
+    """The stage's result: [T, N] float64 columns (NaN off V_t), is_graph_valid and the edges."""
+
+    columns: dict[str, Any]
+    is_graph_valid_TN: Any
+    edges: UndirectedEdges
+
+
+def undirected_edges(peers: PeerTable, xp: Any, d0: int = 0, d1: int | None = None) -> UndirectedEdges:
+    """Symmetrise the top-k choices of dates d0..d1-1 into E_t; rho comes from the lower-index row."""
+    nbr_TNK = peers.nbr_TNK[d0:d1]
+    n = nbr_TNK.shape[1]
+    t, i, s = xp.nonzero(nbr_TNK >= 0)
+    j = nbr_TNK[t, i, s].astype(xp.int64)
+    rho = peers.rho_TNK[d0:d1][t, i, s]
+    lo, hi = xp.minimum(i, j), xp.maximum(i, j)
+    key = ((t.astype(xp.int64) + d0) * n + lo) * n + hi
+    order = xp.lexsort(xp.stack([(i != lo).astype(xp.int8), key]))
+    key, rho = key[order], rho[order]
+    first = xp.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, rho = key[first], rho[first]
+    return UndirectedEdges(key // (n * n), key // n % n, key % n, rho)
+
+
+def build_graphs(
+    returns_TN: Any,
+    row_mask_TN: Any,
+    cfg: GraphConfig,
+    xp: Any,
+    *,
+    dtype: str = "float32",
+    block_bytes: int = 16 << 20,
+    nodes_per_chunk: int = 1 << 18,
+    bfs_budget: int = 16 << 20,
+    progress: Callable[[str, int], None] | None = None,
+) -> GraphBuild:
+    """All 18 graph columns for a [T, N] `returns_1d` panel (NaN = missing) and the undirected edges.
+
+    `row_mask_TN`: the stock has a universe row at t. Correlations run in date/row blocks of `block_bytes`;
+    the metrics run on the union of `nodes_per_chunk // N` dates at a time (one call per metric and chunk).
+    On NumPy the correlations run in a worker thread (one BLAS thread) while this thread computes the metrics
+    of the dates already done: the two halves share the CPU instead of taking turns. `progress(stage,
+    dates_done)` reports "corr" and "metrics" progress.
+    """
+    returns_TN = xp.asarray(returns_TN)
+    row_mask_TN = xp.asarray(row_mask_TN, dtype=bool)
+    if returns_TN.ndim != 2 or row_mask_TN.shape != returns_TN.shape:
+        raise GraphInputError(
+            f"returns {tuple(returns_TN.shape)} and row mask {tuple(row_mask_TN.shape)} "
+            "must be one [T, N] shape"
+        )
+    t_len, n = returns_TN.shape
+    peers = empty_peer_table(t_len, n, cfg.k, xp)
+    columns = {name: xp.full((t_len, n), xp.nan) for name, _ in GRAPH_COLUMNS}
+    ready: queue.Queue[int | None] = queue.Queue()
+
+    def on_corr(done: int) -> None:
+        ready.put(done)
+        if progress is not None:
+            progress("corr", done)
+
+    def corr() -> None:
+        try:
+            with blas_threads(1):
+                peer_table(
+                    returns_TN,
+                    row_mask_TN,
+                    cfg,
+                    xp,
+                    dtype=dtype,
+                    block_bytes=block_bytes,
+                    out=peers,
+                    progress=on_corr,
+                )
+        finally:
+            ready.put(None)
+
+    pool = None
+    if xp.__name__ == "numpy":
+        pool = ThreadPoolExecutor(1, thread_name_prefix="graph-corr")
+        job = pool.submit(corr)
+    else:
+        corr()
+    try:
+        parts, done, d0 = [], 0, 0
+        step = max(nodes_per_chunk // max(n, 1), 1)
+        while d0 < t_len:
+            d1 = min(d0 + step, t_len)
+            while done < d1:
+                got = ready.get()
+                if got is None:
+                    break
+                done += got
+            if done < d1:  # the correlation thread stopped early: surface its exception
+                if pool is not None:
+                    job.result()
+                raise RuntimeError("correlation stage ended before all dates were done")
+            parts.append(_metrics_chunk(peers, columns, d0, d1, xp, bfs_budget))
+            if progress is not None:
+                progress("metrics", d1 - d0)
+            d0 = d1
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    columns["peer_count"] = xp.where(peers.node_TN, peers.peer_count_TN.astype(xp.float64), xp.nan)
+    columns["peer_corr_mean"] = peers.peer_corr_mean_TN
+    edges = UndirectedEdges(
+        *(xp.concatenate([getattr(p, f) for p in parts]) for f in ("t_E", "i_E", "j_E", "rho_E"))
+    )
+    return GraphBuild(columns, peers.node_TN, edges)
+
+
+def _metrics_chunk(
+    peers: PeerTable, columns: dict[str, Any], d0: int, d1: int, xp: Any, bfs_budget: int
+) -> UndirectedEdges:
+    """Edges and the 16 graph_* columns of dates d0..d1-1, as one union graph."""
+    edges = undirected_edges(peers, xp, d0, d1)
+    n = peers.node_TN.shape[1]
+    node_t, node_i = xp.nonzero(peers.node_TN[d0:d1])
+    gid_TN = xp.full((d1 - d0, n), -1, dtype=xp.int64)
+    gid_TN[node_t, node_i] = xp.arange(node_t.size)
+    t_e = edges.t_E - d0
+    u_E, v_E = gid_TN[t_e, edges.i_E], gid_TN[t_e, edges.j_E]
+    local_pos = xp.arange(node_t.size) - xp.searchsorted(node_t, node_t)
+    metrics = union_metrics(xp, u_E, v_E, node_t, local_pos, d1 - d0, bfs_budget=bfs_budget)
+    for name in METRIC_COLUMNS:
+        columns[name][node_t + d0, node_i] = metrics[name]
+    return edges
+
+
+def _host(xp: Any, a: Any) -> Any:
+    return xp.asnumpy(a) if xp.__name__ == "cupy" else a
+
+
+@dataclass(frozen=True)
+class EdgeArrays:
+    """Edges per date in the model's padded form (model/batch.py): both directions of each edge.
+
+    Indices are positions in that date's stock order (the stocks with a row at t, sorted by Code).
+    """
+
+    edges_TE2: np.ndarray  # int32 [T, Epad, 2] (source, target); 0 in padding
+    mask_TE: np.ndarray  # bool [T, Epad]
+    feat_TEF: np.ndarray  # float32 [T, Epad, 4]: rho, |rho|, same Sector33, same market
+    epad: int
+
+
+def _same(ids_TN: np.ndarray, t: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    a, b = ids_TN[t, i], ids_TN[t, j]
+    known = np.isfinite(a) & np.isfinite(b) if a.dtype.kind == "f" else (a >= 0) & (b >= 0)
+    return known & (a == b)
+
+
+def write_graph_edges(
+    directory: str | Path,
+    build: GraphBuild,
+    row_mask_TN: Any,
+    sector33_TN: Any,
+    market_TN: Any,
+    xp: Any,
+    *,
+    dates: list[str] | None = None,
+    pad_multiple: int = 128,
+) -> Path:
+    """Write `graph_edges.npz` (flat edges per date + Epad) into the feature-store directory.
+
+    Sector/market ids are [T, N] as-of values (float with NaN or int with -1 = unknown); unknown is never
+    "same". Epad = 2 x the largest per-date edge count, rounded up to `pad_multiple`.
+    """
+    e = build.edges
+    t, i, j = (np.asarray(_host(xp, a), dtype=np.int64) for a in (e.t_E, e.i_E, e.j_E))
+    rho = np.asarray(_host(xp, e.rho_E), dtype=np.float32)
+    row_mask = np.asarray(_host(xp, xp.asarray(row_mask_TN, dtype=bool)))
+    sector, market = np.asarray(_host(xp, sector33_TN)), np.asarray(_host(xp, market_TN))
+    if not (row_mask.shape == sector.shape == market.shape) or row_mask.shape[0] < (
+        t.max() + 1 if t.size else 0
+    ):
+        raise GraphInputError("row mask, sector33 and market panels must share the graph's [T, N] shape")
+    local_TN = np.cumsum(row_mask, axis=1) - 1
+    t_len = row_mask.shape[0]
+    date_ptr = np.searchsorted(t, np.arange(t_len + 1))
+    per_date = np.diff(date_ptr)
+    epad = int(-(-2 * int(per_date.max(initial=0)) // pad_multiple) * pad_multiple) or pad_multiple
+    path = Path(directory) / EDGES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": EDGES_FORMAT, "epad": epad, "features": list(EDGE_FEATURES), "directed": False}
+    np.savez_compressed(
+        path,
+        meta=np.array(json.dumps(meta)),
+        date_ptr=date_ptr.astype(np.int64),
+        pairs=np.stack([local_TN[t, i], local_TN[t, j]], axis=1).astype(np.int32),
+        rho=rho,
+        same_sector33=_same(sector, t, i, j),
+        same_market=_same(market, t, i, j),
+        dates=np.array(dates if dates is not None else [], dtype=str),
+    )
+    return path
+
+
+def read_graph_edges(directory: str | Path, date_index: Any = None) -> tuple[EdgeArrays, list[str]]:
+    """Read `graph_edges.npz` into padded arrays with both directions of every edge.
+
+    `date_index` (ints into the file's dates) pads only those dates, in that order: the full market padded
+    for every date is ~1 GB, while a loader needs a batch of dates at a time.
+    """
+    path = Path(directory) / EDGES_FILE
+    if not path.is_file():
+        raise GraphInputError(f"no graph edge file at {path} (build the feature store first)")
+    with np.load(path) as f:
+        meta = json.loads(str(f["meta"]))
+        if meta.get("format") != EDGES_FORMAT:
+            raise GraphInputError(f"{path}: edge file format {meta.get('format')} is not {EDGES_FORMAT}")
+        date_ptr, pairs, rho = f["date_ptr"], f["pairs"], f["rho"]
+        sec, mkt, dates = f["same_sector33"], f["same_market"], [str(d) for d in f["dates"]]
+    epad = int(meta["epad"])
+    pick = np.arange(date_ptr.size - 1) if date_index is None else np.asarray(date_index, dtype=np.int64)
+    if pick.size and (pick.min() < 0 or pick.max() >= date_ptr.size - 1):
+        raise GraphInputError(f"date index out of range 0..{date_ptr.size - 2}")
+    per_date = date_ptr[pick + 1] - date_ptr[pick]
+    row = np.repeat(np.arange(pick.size), per_date)  # output row of each selected edge
+    slot = np.arange(row.size) - (np.cumsum(per_date) - per_date)[row]
+    src = date_ptr[pick][row] + slot  # position in the flat file
+    feat = np.stack([rho[src], np.abs(rho[src]), sec[src], mkt[src]], axis=1).astype(np.float32)
+    edges = np.zeros((pick.size, epad, 2), dtype=np.int32)
+    mask = np.zeros((pick.size, epad), dtype=bool)
+    feat_TEF = np.zeros((pick.size, epad, len(EDGE_FEATURES)), dtype=np.float32)
+    for direction, slots in ((pairs[src], slot), (pairs[src][:, ::-1], slot + per_date[row])):
+        edges[row, slots] = direction
+        mask[row, slots] = True
+        feat_TEF[row, slots] = feat
+    picked = [dates[i] for i in pick.tolist()] if dates else []
+    return EdgeArrays(edges, mask, feat_TEF, epad), picked

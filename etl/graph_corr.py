@@ -1,0 +1,194 @@
+"""Trailing-window Pearson correlations and each stock's top-k peers, for every date (FEATURES.md §4.13).
+
+Rule (the catalog's, one for every consumer): the window is the `cfg.window` sessions ending at t (fewer at
+the start of the panel: rows before it count as missing). A stock is a node of date t when it has a row at t
+and at least `cfg.min_obs` non-null returns in the window. Its missing returns are replaced by its window
+mean, so after centring they are 0 and add nothing to covariances; rho is the Pearson correlation of those
+filled vectors. A node whose valid returns in the window are all equal (max = min exactly) has no defined
+rho: it has no peers and is nobody's peer.
+
+Per node i: peers N_i = {j != i : |rho_ij| >= threshold}; K_i = the <= k members of N_i with the largest
+|rho_ij|, ties to the smaller stock index (= smaller Code: the stock axis is sorted by Code).
+
+Vectorised as batched matrix products over date chunks: for D dates the centred, unit-norm windows z[D, w, N]
+give rho = z^T z in row blocks [D, B, N] whose size is bounded by `block_bytes`. Top-k is k passes of argmax
+(argmax returns the first maximum, which is the tie rule) rather than a partition, which has no tie order.
+The only Python loops are over these chunks, never over stocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from train.config import GraphConfig
+
+
+@dataclass(frozen=True)
+class PeerTable:
+    """Per date and stock: node flag, peer statistics and the directed top-k choice (on the `xp` device)."""
+
+    node_TN: Any  # bool: stock is in V_t
+    peer_count_TN: Any  # int32: |N_i| (0 where not a node)
+    peer_corr_mean_TN: Any  # float64: mean |rho| over N_i, 0 if empty, NaN where not a node
+    nbr_TNK: Any  # int32: chosen peers in descending |rho|, -1 padding
+    rho_TNK: Any  # float64: signed rho of each chosen peer, NaN padding
+
+
+def window_z(returns_TN: Any, row_mask_TN: Any, t0: int, t1: int, cfg: GraphConfig, xp: Any):
+    """Centred, unit-norm windows z[D, w, N] for dates t0..t1-1, the node mask and the rho-defined mask."""
+    w = cfg.window
+    n = returns_TN.shape[1]
+    lo = max(t0 - w + 1, 0)
+    block = xp.asarray(returns_TN[lo:t1], dtype=xp.float64)
+    pad = w - 1 - (t0 - lo)  # rows before the panel start count as missing
+    if pad:
+        block = xp.concatenate([xp.full((pad, n), xp.nan), block], axis=0)
+    win_DW = xp.arange(t1 - t0)[:, None] + xp.arange(w)[None, :]
+    x_DWN = block[win_DW]
+    valid = xp.isfinite(x_DWN)
+    count_DN = valid.sum(axis=1)
+    mean_DN = xp.where(valid, x_DWN, 0.0).sum(axis=1) / xp.maximum(count_DN, 1)
+    c_DWN = xp.where(valid, x_DWN - mean_DN[:, None, :], 0.0)
+    hi_DN = xp.where(valid, x_DWN, -xp.inf).max(axis=1)
+    lo_DN = xp.where(valid, x_DWN, xp.inf).min(axis=1)
+    node_DN = xp.asarray(row_mask_TN[t0:t1], dtype=bool) & (count_DN >= cfg.min_obs)
+    defined_DN = node_DN & (hi_DN > lo_DN)
+    norm_DN = xp.sqrt(xp.where(defined_DN, (c_DWN * c_DWN).sum(axis=1), 1.0))
+    z_DWN = xp.where(defined_DN[:, None, :], c_DWN / norm_DN[:, None, :], 0.0)
+    return z_DWN, node_DN, defined_DN
+
+
+def _chunk_plan(t: int, n: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
+    """(dates per chunk D, rows per block B): a [D, B, N] block and its temporaries fit `block_bytes`."""
+    per_row = n * (3 * itemsize + 1)  # rho, |rho|, a product temp and a bool mask
+    rows = max(block_bytes // per_row, 1)
+    if rows >= n:
+        return max(min(rows // n, t), 1), n
+    return 1, int(rows)
+
+
+def empty_peer_table(t_len: int, n: int, k: int, xp: Any) -> PeerTable:
+    """Output arrays for `peer_table(..., out=)` (lets a consumer read finished dates while others run)."""
+    return PeerTable(
+        xp.zeros((t_len, n), dtype=bool),
+        xp.zeros((t_len, n), dtype=xp.int32),
+        xp.full((t_len, n), xp.nan),
+        xp.full((t_len, n, k), -1, dtype=xp.int32),
+        xp.full((t_len, n, k), xp.nan),
+    )
+
+
+def peer_table(
+    returns_TN: Any,
+    row_mask_TN: Any,
+    cfg: GraphConfig,
+    xp: Any,
+    *,
+    dtype: str = "float32",
+    block_bytes: int = 16 << 20,
+    out: PeerTable | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PeerTable:
+    """Nodes, peer counts, mean peer |rho| and top-k peers for every date of a [T, N] returns panel.
+
+    `row_mask_TN` says which stocks have a universe row at t. `dtype` is the precision of the correlation
+    matrices (float32 halves time and memory; edges at the threshold or the k-th place may then differ from a
+    float64 build, FEATURES.md §4.13). Dates are done in order; `progress(dates_done)` follows each chunk.
+    """
+    t_len, n = returns_TN.shape
+    ftype = xp.dtype(dtype)
+    table = out if out is not None else empty_peer_table(t_len, n, cfg.k, xp)
+    d_chunk, b_rows = _chunk_plan(t_len, n, ftype.itemsize, block_bytes)
+    # one workspace reused by every block: fresh multi-MB temporaries would be page-faulted in each time
+    work = [xp.empty(d_chunk * b_rows * n, dtype=dt) for dt in (ftype, ftype, ftype, bool)]
+    for t0 in range(0, t_len, d_chunk):
+        t1 = min(t0 + d_chunk, t_len)
+        z_DWN, node_DN, defined_DN = window_z(returns_TN, row_mask_TN, t0, t1, cfg, xp)
+        zt_DNW = xp.ascontiguousarray(z_DWN.transpose(0, 2, 1).astype(ftype))
+        z_DWN = xp.ascontiguousarray(z_DWN.astype(ftype))
+        undefined = xp.nonzero(~defined_DN)
+        table.node_TN[t0:t1] = node_DN
+        for r0 in range(0, n, b_rows):
+            r1 = min(r0 + b_rows, n)
+            bufs = [w[: (t1 - t0) * (r1 - r0) * n].reshape(t1 - t0, r1 - r0, n) for w in work]
+            cnt, tot, nbr, rho = _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg, xp, bufs)
+            table.peer_count_TN[t0:t1, r0:r1] = cnt
+            mean = xp.where(cnt > 0, tot / xp.maximum(cnt, 1), 0.0)
+            table.peer_corr_mean_TN[t0:t1, r0:r1] = xp.where(node_DN[:, r0:r1], mean, xp.nan)
+            table.nbr_TNK[t0:t1, r0:r1] = nbr
+            table.rho_TNK[t0:t1, r0:r1] = rho
+        if progress is not None:
+            progress(t1 - t0)
+    return table
+
+
+@contextlib.contextmanager
+def blas_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` OpenBLAS threads in the calling thread (no-op where that cannot be set).
+
+    The correlation GEMMs have an inner dimension of only 60: on small CPUs a multi-threaded OpenBLAS spends
+    more time synchronising than computing, and the graph stage keeps the other core busy with the metrics.
+    """
+    setter = _openblas_local_setter()
+    if setter is None:
+        yield
+        return
+    old = setter(count)
+    try:
+        yield
+    finally:
+        setter(old)
+
+
+@functools.cache
+def _openblas_local_setter() -> Callable[[int], int] | None:
+    """OpenBLAS's `openblas_set_num_threads_local` (>= 0.3.27) from the library NumPy loaded, if any."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted(
+                {ln.split()[-1] for ln in maps if "openblas" in ln and ln.split()[-1].startswith("/")}
+            )
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig, xp: Any, bufs):
+    """Peer count, |rho| sum, top-k indices and rho for rows r0..r1-1 of every date in the chunk.
+
+    `bufs` = (rho, |rho|, product, mask) workspaces of shape [D, r1 - r0, N]."""
+    k, thr = cfg.k, cfg.threshold
+    rho_DBN, a_DBN, prod_DBN, peer_DBN = bufs
+    rows = xp.arange(r0, r1)
+    xp.matmul(zt_DNW[:, r0:r1], z_DWN, out=rho_DBN)
+    xp.abs(rho_DBN, out=a_DBN)
+    # -1 on the diagonal, on undefined columns and undefined rows: never a peer, even at threshold 0
+    a_DBN[:, rows - r0, rows] = -1.0
+    a_DBN[undefined[0], :, undefined[1]] = -1.0
+    a_DBN[~defined_DN[:, r0:r1]] = -1.0
+    xp.greater_equal(a_DBN, thr, out=peer_DBN)
+    cnt_DB = peer_DBN.sum(axis=-1, dtype=xp.int32)
+    xp.multiply(a_DBN, peer_DBN, out=prod_DBN)
+    tot_DB = prod_DBN.sum(axis=-1).astype(xp.float64)
+    d_idx, b_idx = xp.ogrid[: a_DBN.shape[0], : a_DBN.shape[1]]
+    nbr_DBK = xp.full(cnt_DB.shape + (k,), -1, dtype=xp.int32)
+    rho_DBK = xp.full(cnt_DB.shape + (k,), xp.nan)
+    for slot in range(k):
+        j_DB = xp.argmax(a_DBN, axis=-1)
+        ok_DB = a_DBN[d_idx, b_idx, j_DB] >= thr
+        nbr_DBK[..., slot] = xp.where(ok_DB, j_DB, -1)
+        rho_DBK[..., slot] = xp.where(ok_DB, rho_DBN[d_idx, b_idx, j_DB], xp.nan)
+        a_DBN[d_idx, b_idx, j_DB] = -2.0
+    return cnt_DB, tot_DB, nbr_DBK, rho_DBK

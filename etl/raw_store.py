@@ -1,0 +1,151 @@
+"""The raw store: `RAW/<endpoint_id>/<part>.parquet`, one folder per endpoint, schema in etl/schema.py.
+
+Writers (the J-Quants client, the synthetic market) call `write_endpoint`; readers call `read_endpoint`, which
+scans every part of the folder. A write is atomic (temp file in the same folder, fsync, `os.replace`), so a
+reader never sees half a file, and schema-checked, so a frame that does not match the contract is refused with
+a `GogookuError` naming the endpoint and the columns. See docs/raw_store.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import polars as pl
+
+from etl.errors import GogookuError
+from etl.schema import ENDPOINTS, Endpoint
+
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+
+
+class RawStoreError(GogookuError):
+    """A raw-store frame or folder that does not fit the contract."""
+
+
+def endpoint(endpoint_id: str) -> Endpoint:
+    """The schema of `endpoint_id`; an unknown id is a RawStoreError listing the known ones."""
+    try:
+        return ENDPOINTS[endpoint_id]
+    except KeyError:
+        known = ", ".join(sorted(ENDPOINTS))
+        raise RawStoreError(f"unknown raw endpoint '{endpoint_id}' (known: {known})") from None
+
+
+def check_frame(endpoint_id: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Return `df` in canonical column order if it fits the schema of `endpoint_id`, else raise.
+
+    Checked: exactly the canonical columns (missing and unexpected ones are named), each with its dtype (an
+    all-null column of dtype Null is accepted and cast), 5-character codes, non-null key columns (except the
+    schema's `nullable_key`), and no duplicate key within the frame.
+    """
+    ep = endpoint(endpoint_id)
+    missing = [c for c in ep.columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in ep.columns]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {_names(missing)}")
+        if extra:
+            parts.append(f"unexpected columns {_names(extra)}")
+        raise RawStoreError(f"{endpoint_id}: frame does not match the raw schema: {'; '.join(parts)}")
+    casts = {c: dtype for c, dtype in ep.columns.items() if df.schema[c] == pl.Null}
+    if casts:
+        df = df.with_columns(pl.col(c).cast(t) for c, t in casts.items())
+    wrong = [f"{c} is {df.schema[c]} (expected {t})" for c, t in ep.columns.items() if df.schema[c] != t]
+    if wrong:
+        raise RawStoreError(f"{endpoint_id}: wrong column types: {'; '.join(wrong[:6])}")
+    df = df.select(list(ep.columns))
+    for col in ep.code_columns:
+        codes = df[col].drop_nulls().unique(maintain_order=True)
+        bad = codes.filter(codes.str.len_chars() != 5)
+        if bad.len():
+            sample = ", ".join(repr(v) for v in bad.head(3).to_list())
+            raise RawStoreError(f"{endpoint_id}: column {col} must hold 5-character codes (got {sample})")
+    nulls = [c for c in ep.key if c not in ep.nullable_key and df[c].null_count()]
+    if nulls:
+        raise RawStoreError(f"{endpoint_id}: key columns {_names(nulls)} contain nulls")
+    if df.height and _has_duplicates(df, list(ep.key)):
+        raise RawStoreError(f"{endpoint_id}: duplicate rows for the key ({', '.join(ep.key)})")
+    return df
+
+
+def _has_duplicates(df: pl.DataFrame, key: list[str]) -> bool:
+    """Exact duplicate-key test; a 64-bit hash count settles the usual (no duplicate) case quickly."""
+    if df.select(pl.struct(key).hash().n_unique()).item() == df.height:
+        return False
+    return bool(df.select(pl.struct(key).is_duplicated().any()).item())
+
+
+def _names(cols: list[str]) -> str:
+    shown = ", ".join(cols[:8])
+    return shown + (f" and {len(cols) - 8} more" if len(cols) > 8 else "")
+
+
+def endpoint_dir(raw_dir: str | Path, endpoint_id: str) -> Path:
+    endpoint(endpoint_id)
+    return Path(raw_dir) / endpoint_id
+
+
+def write_endpoint(raw_dir: str | Path, endpoint_id: str, df: pl.DataFrame, part: str = "data") -> Path:
+    """Write `df` as `RAW/<endpoint_id>/<part>.parquet` atomically; an existing part of that name is replaced.
+
+    Parts let a fetcher write increments (e.g. one part per month) that readers see together. The bytes depend
+    only on the frame, so equal frames give identical files.
+    """
+    if not _PART.match(part):
+        raise RawStoreError(f"part name {part!r} must be letters, digits, '_', '-', '.', '=' (no '/')")
+    df = check_frame(endpoint_id, df)
+    folder = endpoint_dir(raw_dir, endpoint_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{part}.parquet"
+    tmp = folder / f".{part}.parquet.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            df.write_parquet(fh, compression="zstd", statistics=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(folder)
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def part_files(raw_dir: str | Path, endpoint_id: str) -> list[Path]:
+    """The endpoint's part files in name order (temp files of unfinished writes are not parts)."""
+    folder = endpoint_dir(raw_dir, endpoint_id)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_endpoint(raw_dir: str | Path, endpoint_id: str, *, dedupe: bool = False) -> pl.LazyFrame | None:
+    """Scan all parts of an endpoint as one LazyFrame in the canonical schema; None if nothing is stored.
+
+    With `dedupe=True` one row per key is kept: the last in part-name order (a later part supersedes an
+    earlier one). Corrections that differ in a publication date are distinct keys and are all kept.
+    """
+    files = part_files(raw_dir, endpoint_id)
+    if not files:
+        return None
+    ep = endpoint(endpoint_id)
+    lf = pl.scan_parquet(files, schema=ep.schema)
+    if dedupe and len(files) > 1:
+        lf = lf.unique(subset=list(ep.key), keep="last", maintain_order=True)
+    return lf
+
+
+def available_endpoints(raw_dir: str | Path) -> list[str]:
+    """Known endpoint ids that have at least one part under `raw_dir`, sorted."""
+    return [e for e in sorted(ENDPOINTS) if part_files(raw_dir, e)]

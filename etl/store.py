@@ -1,0 +1,131 @@
+"""The feature store: Parquet partitioned by year plus catalog.json (FEATURES.md order, schema hash).
+
+Layout: `OUT/year=YYYY/part-CCCCC.parquet` (one file per stock chunk and year, rows sorted by (Code, Date);
+chunks hold ascending code ranges, so reading the parts in name order gives the whole year sorted), and
+`OUT/catalog.json`. Columns: Code, Date, then every built column in FEATURES.md order, cast to its dtype
+(floats f32/f64, nullable Int8/16/32 flags and counts, strings, dates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from etl.errors import GogookuError
+from etl.features.registry import REGISTRY, Labels
+
+POLARS_DTYPES = {
+    "f32": pl.Float32,
+    "f64": pl.Float64,
+    "i8": pl.Int8,
+    "i16": pl.Int16,
+    "i32": pl.Int32,
+    "str": pl.String,
+    "date": pl.Date,
+}
+CATALOG = "catalog.json"
+
+
+def to_series(name: str, dtype: str, values: Any) -> pl.Series:
+    """A column's selected values (NumPy 1-D float, or (codes, categories) for strings) as a typed Series."""
+    if dtype == "str":
+        codes, cats = values
+        lookup = np.array(list(cats) + [None], dtype=object)
+        idx = np.where(np.isnan(codes), len(cats), codes).astype(np.int64)
+        return pl.Series(name, lookup[idx], dtype=pl.String)
+    arr = np.asarray(values, dtype=np.float64)
+    arr = np.where(np.isinf(arr), np.nan, arr)  # ±inf is never stored (§1.6)
+    if dtype in ("f32", "f64"):
+        return pl.Series(name, arr, nan_to_null=True).cast(POLARS_DTYPES[dtype])
+    if dtype == "date":
+        return pl.Series(name, arr, nan_to_null=True).cast(pl.Int32).cast(pl.Date)
+    return pl.Series(name, np.round(arr), nan_to_null=True).cast(POLARS_DTYPES[dtype])
+
+
+def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
+    """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host."""
+    if isinstance(value, Labels):
+        return (to_numpy(value.codes.T[keep_T]), value.categories)
+    return to_numpy(value.T[keep_T])
+
+
+def schema_hash(columns: list[str]) -> str:
+    """sha256 over "name:dtype" of the key and feature columns, in order."""
+    items = ["Code:str", "Date:date"] + [f"{c}:{REGISTRY[c].dtype}" for c in columns]
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()
+
+
+def prepare(out_dir: str | Path) -> Path:
+    """Create an empty store folder; an existing store (catalog.json present) is replaced."""
+    out = Path(out_dir)
+    if out.exists():
+        if not (out / CATALOG).exists() and any(out.iterdir()):
+            raise GogookuError(
+                f"{out} exists and is not a feature store (no {CATALOG}); choose an empty folder"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
+
+
+def write_chunk(out: Path, frame: pl.DataFrame, chunk: int) -> list[Path]:
+    """Write one stock chunk's rows as one file per year."""
+    paths = []
+    if frame.height == 0:
+        return paths
+    years = frame["Date"].dt.year()
+    for year in sorted(set(years.to_list())):
+        part = frame.filter(years == year)
+        folder = out / f"year={year}"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"part-{chunk:05d}.parquet"
+        part.write_parquet(path, compression="zstd", statistics=True)
+        paths.append(path)
+    return paths
+
+
+def write_catalog(out: Path, columns: list[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """catalog.json: per column name, number, group, dtype, role, window, validity, doc; schema hash; meta."""
+    entries = [
+        {"name": "Code", "group": "identifiers", "dtype": "str", "role": "ID"},
+        {"name": "Date", "group": "identifiers", "dtype": "date", "role": "ID"},
+    ]
+    for c in columns:
+        s = REGISTRY[c]
+        entries.append(
+            {
+                "name": c,
+                "number": s.number,
+                "group": s.group,
+                "dtype": s.dtype,
+                "role": s.role,
+                "window": s.window,
+                "validity": s.validity,
+                "doc": s.doc,
+            }
+        )
+    catalog = {"schema_hash": schema_hash(columns), "n_columns": len(entries), "columns": entries, **meta}
+    (out / CATALOG).write_text(json.dumps(catalog, indent=1, ensure_ascii=False, default=str))
+    return catalog
+
+
+def read_catalog(out_dir: str | Path) -> dict[str, Any]:
+    path = Path(out_dir) / CATALOG
+    if not path.exists():
+        raise GogookuError(f"no feature store at {out_dir} ({CATALOG} missing); run `gogooku etl` first")
+    return json.loads(path.read_text())
+
+
+def scan(out_dir: str | Path) -> pl.LazyFrame:
+    """The whole store as one LazyFrame (rows sorted by year, then Code, Date)."""
+    read_catalog(out_dir)
+    files = sorted(Path(out_dir).glob("year=*/part-*.parquet"))
+    if not files:
+        raise GogookuError(f"feature store {out_dir} has no rows")
+    return pl.scan_parquet(files)

@@ -1,0 +1,148 @@
+"""`gogooku etl` end to end: raw store -> feature store layout, catalog, missing endpoints, malformed data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from test_etl_helpers import make_raw
+from typer.testing import CliRunner
+
+from etl import store
+from etl.features.registry import REGISTRY, load_all
+from etl.raw_store import write_endpoint
+from train.cli import app
+
+runner = CliRunner()
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write(raw_dir, raw, skip=()):
+    for eid, df in raw.items():
+        if eid not in skip:
+            write_endpoint(raw_dir, eid, df)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("etl")
+    raw = make_raw()
+    _write(tmp / "raw", raw)
+    result = runner.invoke(
+        app, ["etl", "--raw", str(tmp / "raw"), "--out", str(tmp / "feat"), "--device", "cpu"]
+    )
+    return tmp, raw, result
+
+
+def test_cli_builds_a_year_partitioned_store(built):
+    tmp, raw, result = built
+    assert result.exit_code == 0, result.output
+    assert "rows" in result.output
+    parts = sorted((tmp / "feat").glob("year=*/part-*.parquet"))
+    assert [p.parent.name for p in parts] == ["year=2022"]
+    df = store.scan(tmp / "feat").collect()
+    load_all()
+    expected = ["Code", "Date"] + [c for c in REGISTRY if c not in ("Code", "Date")]
+    expected = [c for c in expected if c in df.columns or c in ("Code", "Date")]
+    assert df.columns == expected
+    assert df.equals(df.sort(["Code", "Date"]))
+    assert "13060" not in df["Code"].to_list()  # ETF outside the universe
+    assert df.select(pl.struct("Code", "Date").is_duplicated().any()).item() is False
+    cat = json.loads((tmp / "feat" / "catalog.json").read_text())
+    assert [c["name"] for c in cat["columns"]] == df.columns
+    for c in cat["columns"]:
+        assert df.schema[c["name"]] == store.POLARS_DTYPES[c["dtype"]], c["name"]
+    assert cat["schema_hash"] == store.schema_hash(df.columns[2:])
+    entry = next(c for c in cat["columns"] if c["name"] == "rsi_14")
+    assert entry["group"] == "technical" and entry["role"] == "I" and entry["window"] and entry["doc"]
+
+
+def test_missing_endpoints_warn_once_and_give_nan(tmp_path):
+    raw = make_raw()
+    _write(tmp_path / "raw", raw, skip=("indices_topix",))
+    result = runner.invoke(
+        app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "f"), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning:") == 1 and "indices_topix" in _flat(result.output)
+    df = store.scan(tmp_path / "f").collect()
+    assert df["mkt_ret_1d"].null_count() == df.height and df["beta_60d"].null_count() == df.height
+    assert (df["is_mkt_z_valid"] == 0).all() and (df["is_beta_valid"] == 0).all()
+    assert df["returns_1d"].null_count() < df.height
+
+
+def _with_dq(raw, dq):
+    return {**raw, "prices_daily_quotes": dq}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda dq: pl.concat([dq, dq.head(2)]), "duplicate"),
+        (
+            lambda dq: dq.with_columns(
+                pl.when(pl.col("Code") == "10100").then(-1.0).otherwise(pl.col("Close")).alias("Close")
+            ),
+            "non-positive prices",
+        ),
+        (
+            lambda dq: pl.concat([dq, dq.head(1).with_columns(pl.lit(dt.date(2022, 1, 8)).alias("Date"))]),
+            "dates off the trading calendar",
+        ),
+    ],
+)
+def test_malformed_raw_data_is_one_clear_error(tmp_path, mutate, message):
+    from etl import pipeline
+
+    raw = make_raw()
+    bad = _with_dq(raw, mutate(raw["prices_daily_quotes"]))
+    with pytest.raises(pipeline.EtlDataError, match=message) as err:
+        pipeline.build_frame(bad)
+    assert "prices_daily_quotes" in str(err.value) and "e.g. Date=" in str(err.value)
+    if message != "duplicate":  # the raw store itself refuses duplicate keys
+        _write(tmp_path / "raw", bad)
+        result = runner.invoke(app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "f")])
+        assert result.exit_code == 2 and message in _flat(result.output) and "Traceback" not in result.output
+
+
+def test_missing_raw_store_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["etl", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "does not exist" in _flat(result.output)
+
+
+def test_start_end_window_keeps_history_for_windows(tmp_path):
+    from etl import pipeline
+
+    raw = make_raw()
+    full = pipeline.build_frame(raw)
+    part = pipeline.build_frame(raw, start="2022-06-01", end="2022-06-30")
+    assert part["Date"].min() >= dt.date(2022, 6, 1) and part["Date"].max() <= dt.date(2022, 6, 30)
+    same = full.filter(pl.col("Date").is_between(dt.date(2022, 6, 1), dt.date(2022, 6, 30)))
+    assert same.select("Code", "Date", "volatility_60d").equals(part.select("Code", "Date", "volatility_60d"))
+
+
+def test_to_series_casts_and_nulls():
+    s = store.to_series("x", "i8", np.array([1.0, np.nan, 0.0]))
+    assert s.dtype == pl.Int8 and s.to_list() == [1, None, 0]
+    f = store.to_series("y", "f32", np.array([np.inf, 1.5, np.nan]))
+    assert f.to_list() == [None, 1.5, None]
+    t = store.to_series("s", "str", (np.array([1.0, np.nan]), ("a", "b")))
+    assert t.to_list() == ["b", None]
+
+
+def test_chunking_does_not_change_values(monkeypatch):
+    """Stock chunks and chunked full-width columns give exactly the single-piece build."""
+    from etl import pipeline
+    from etl.features import registry
+
+    raw = make_raw()
+    whole = pipeline.build_frame(raw, chunk_size=1000)
+    monkeypatch.setattr(registry, "FULL_WIDTH_CHUNK", 2)
+    pieces = pipeline.build_frame(raw, chunk_size=3)
+    assert whole.equals(pieces)
