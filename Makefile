@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 CONFIG ?= configs/demo.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format pytest demo etl etl-gpu bench clean
+.PHONY: setup test lint format pytest demo etl etl-gpu bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ test: lint pytest
 
 demo: setup
 	$(BIN)/gogooku synth --config $(CONFIG)
-	$(BIN)/gogooku info
+	$(BIN)/gogooku etl --config $(CONFIG)
 
 etl: setup
 	$(BIN)/gogooku etl --config $(CONFIG)
@@ -42,8 +42,19 @@ etl: setup
 etl-gpu: setup
 	$(BIN)/gogooku etl --config $(CONFIG) --device gpu
 
+# CPU benchmarks at full market scale (tens of minutes); results go in docs/benchmarks.md.
 bench: setup
-	@echo "benchmarks: see bench/ and docs/benchmarks.md"
+	$(BIN)/python bench/synth.py
+	$(BIN)/python bench/fetch.py
+	$(BIN)/python bench/graph.py
+	$(BIN)/python bench/model.py --config tiny
+	$(BIN)/python bench/etl_events.py
+	$(BIN)/gogooku synth --stocks 4000 --start 2014-01-01 --end 2023-12-31 --seed 0 --out data/bench/raw
+	$(BIN)/python bench/etl.py --raw data/bench/raw --out data/bench/features
+
+# On a machine with a CUDA GPU and the gpu extra: GPU tests and benchmarks in one go (results under gpu_out/).
+bench-gpu: setup
+	PY=$(BIN)/python bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

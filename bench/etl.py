@@ -1,7 +1,7 @@
 """Benchmark `gogooku etl`: wall time, peak RSS and rows/s of the full build, plus ten representative features
 computed on [T, N] panels vs the same ten as Polars `.over("Code")` expressions, in the same run.
 
-    python bench/etl.py --raw data/raw --out /tmp/bench_features [--device cpu|gpu] [--chunk 256]
+    python bench/etl.py --raw data/raw --out /tmp/bench_features [--device cpu|gpu] [--chunk 128]
 
 Prints one JSON object. Peak RSS is the process maximum (`ru_maxrss`) read right after the build, before the
 comparison runs. The Polars EMA is `ewm_mean(adjust=False)` without the SMA seed (the closest built-in);
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--skip-build", action="store_true", help="only the ten-feature comparison")
     args = ap.parse_args()
 

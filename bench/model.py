@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         compiled = train_step.lower(state, batch, key).compile()
         compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else (cost or {})
         times = []
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"{args.config} train steps", total=args.warmup + args.steps)
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> dict:
         "F": cfg.n_features,
         "Epad": int(host_batch.edges_BE2.shape[1]),
         "compile_s": round(compile_s, 2),
+        "gflop_per_step": round(float(cost.get("flops", float("nan"))) / 1e9, 1),
         "step_ms_median": round(1e3 * step_s, 2),
         "step_ms_mean": round(1e3 * statistics.mean(times), 2),
         "dates_per_s": round(args.batch / step_s, 2),

@@ -296,12 +296,13 @@ def chunk_columns(ctx: Any, key: str, build: Any, columns: list[str], validity: 
 
 def attach_records(xp: Any, cal: EventCalendar, recs: RecordSet, lo: int, hi: int) -> dict[str, Any]:
     """[T, hi - lo] panels of every column of `recs` for the grid's stocks lo..hi-1."""
-    inside = (recs.code_R >= lo) & (recs.code_R < hi)
-    col = np.where(inside, recs.code_R - lo, -1)
-    att = attach(xp, cal, hi - lo, recs.row_R, col, recs.rank_R, eff_day_R=recs.eff_R, limit=recs.limit)
-    out = {name: att.take(v) for name, v in recs.values.items()}
+    # only this range's records: the sorts and gathers of a chunk scale with its own records, not all R
+    sel = np.flatnonzero((recs.code_R >= lo) & (recs.code_R < hi))
+    row, col = recs.row_R[sel], recs.code_R[sel] - lo
+    att = attach(xp, cal, hi - lo, row, col, recs.rank_R[sel], eff_day_R=recs.eff_R[sel], limit=recs.limit)
+    out = {name: att.take(np.asarray(v)[sel]) for name, v in recs.values.items()}
     for name, day in recs.since.items():
-        out[name] = att.days_since(day, cal)
+        out[name] = att.days_since(np.asarray(day)[sel], cal)
     if recs.impulse is not None:
         out[recs.impulse] = att.impulse()
     if recs.validity is not None:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from train.config import GraphConfig
 
 
@@ -40,7 +42,10 @@ class PeerTable:
 
 
 def window_z(returns_TN: Any, row_mask_TN: Any, t0: int, t1: int, cfg: GraphConfig, xp: Any):
-    """Centred, unit-norm windows z[D, w, N] for dates t0..t1-1, the node mask and the rho-defined mask."""
+    """Centred, unit-norm windows z[D, w, N] for dates t0..t1-1, the node mask and the rho-defined mask.
+
+    Works in place on one [D, w, N] array (plus the validity mask): this runs once per date on CPU, where
+    every fresh multi-MB temporary costs page faults."""
     w = cfg.window
     n = returns_TN.shape[1]
     lo = max(t0 - w + 1, 0)
@@ -48,24 +53,34 @@ def window_z(returns_TN: Any, row_mask_TN: Any, t0: int, t1: int, cfg: GraphConf
     pad = w - 1 - (t0 - lo)  # rows before the panel start count as missing
     if pad:
         block = xp.concatenate([xp.full((pad, n), xp.nan), block], axis=0)
-    win_DW = xp.arange(t1 - t0)[:, None] + xp.arange(w)[None, :]
-    x_DWN = block[win_DW]
+    if t1 - t0 == 1:
+        x_DWN = block[None]
+    else:
+        x_DWN = block[xp.arange(t1 - t0)[:, None] + xp.arange(w)[None, :]]
     valid = xp.isfinite(x_DWN)
     count_DN = valid.sum(axis=1)
-    mean_DN = xp.where(valid, x_DWN, 0.0).sum(axis=1) / xp.maximum(count_DN, 1)
-    c_DWN = xp.where(valid, x_DWN - mean_DN[:, None, :], 0.0)
-    hi_DN = xp.where(valid, x_DWN, -xp.inf).max(axis=1)
-    lo_DN = xp.where(valid, x_DWN, xp.inf).min(axis=1)
+    hi_DN, lo_DN = _valid_extrema(x_DWN, valid, xp)
+    c_DWN = xp.where(valid, x_DWN, 0.0)
+    c_DWN -= c_DWN.sum(axis=1, keepdims=True) / xp.maximum(count_DN, 1)[:, None, :]
+    c_DWN *= valid  # missing values sit at the window mean: 0 after centring
     node_DN = xp.asarray(row_mask_TN[t0:t1], dtype=bool) & (count_DN >= cfg.min_obs)
     defined_DN = node_DN & (hi_DN > lo_DN)
     norm_DN = xp.sqrt(xp.where(defined_DN, (c_DWN * c_DWN).sum(axis=1), 1.0))
-    z_DWN = xp.where(defined_DN[:, None, :], c_DWN / norm_DN[:, None, :], 0.0)
-    return z_DWN, node_DN, defined_DN
+    c_DWN /= norm_DN[:, None, :]
+    c_DWN *= defined_DN[:, None, :]
+    return c_DWN, node_DN, defined_DN
+
+
+def _valid_extrema(x_DWN: Any, valid: Any, xp: Any) -> tuple[Any, Any]:
+    """Max and min over the window of the valid values (NaN, resp. +-inf, where there are none)."""
+    if xp.__name__ == "numpy":  # fmax/fmin skip NaN in one pass, without a filled copy
+        return np.fmax.reduce(x_DWN, axis=1), np.fmin.reduce(x_DWN, axis=1)
+    return xp.where(valid, x_DWN, -xp.inf).max(axis=1), xp.where(valid, x_DWN, xp.inf).min(axis=1)
 
 
 def _chunk_plan(t: int, n: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
     """(dates per chunk D, rows per block B): a [D, B, N] block and its temporaries fit `block_bytes`."""
-    per_row = n * (3 * itemsize + 1)  # rho, |rho|, a product temp and a bool mask
+    per_row = n * (2 * itemsize + 1)  # rho, |rho| and a bool mask
     rows = max(block_bytes // per_row, 1)
     if rows >= n:
         return max(min(rows // n, t), 1), n
@@ -101,27 +116,26 @@ def peer_table(
     float64 build, FEATURES.md §4.13). Dates are done in order; `progress(dates_done)` follows each chunk.
     """
     t_len, n = returns_TN.shape
-    ftype = xp.dtype(dtype)
+    ftype = np.dtype(dtype)  # cupy.dtype is numpy.dtype
     table = out if out is not None else empty_peer_table(t_len, n, cfg.k, xp)
     d_chunk, b_rows = _chunk_plan(t_len, n, ftype.itemsize, block_bytes)
     # one workspace reused by every block: fresh multi-MB temporaries would be page-faulted in each time
-    work = [xp.empty(d_chunk * b_rows * n, dtype=dt) for dt in (ftype, ftype, ftype, bool)]
+    work = [xp.empty(d_chunk * b_rows * n, dtype=dt) for dt in (ftype, ftype, bool)]
     for t0 in range(0, t_len, d_chunk):
         t1 = min(t0 + d_chunk, t_len)
         z_DWN, node_DN, defined_DN = window_z(returns_TN, row_mask_TN, t0, t1, cfg, xp)
-        zt_DNW = xp.ascontiguousarray(z_DWN.transpose(0, 2, 1).astype(ftype))
-        z_DWN = xp.ascontiguousarray(z_DWN.astype(ftype))
+        z_DWN = z_DWN.astype(ftype, copy=False)
+        zt_DNW = z_DWN.transpose(0, 2, 1)  # a transposed GEMM operand: no copy
         undefined = xp.nonzero(~defined_DN)
         table.node_TN[t0:t1] = node_DN
         for r0 in range(0, n, b_rows):
             r1 = min(r0 + b_rows, n)
             bufs = [w[: (t1 - t0) * (r1 - r0) * n].reshape(t1 - t0, r1 - r0, n) for w in work]
-            cnt, tot, nbr, rho = _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg, xp, bufs)
+            out_k = (table.nbr_TNK[t0:t1, r0:r1], table.rho_TNK[t0:t1, r0:r1])
+            cnt, tot = _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg, xp, bufs, out_k)
             table.peer_count_TN[t0:t1, r0:r1] = cnt
             mean = xp.where(cnt > 0, tot / xp.maximum(cnt, 1), 0.0)
             table.peer_corr_mean_TN[t0:t1, r0:r1] = xp.where(node_DN[:, r0:r1], mean, xp.nan)
-            table.nbr_TNK[t0:t1, r0:r1] = nbr
-            table.rho_TNK[t0:t1, r0:r1] = rho
         if progress is not None:
             progress(t1 - t0)
     return table
@@ -165,30 +179,37 @@ def _openblas_local_setter() -> Callable[[int], int] | None:
     return None
 
 
-def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig, xp: Any, bufs):
-    """Peer count, |rho| sum, top-k indices and rho for rows r0..r1-1 of every date in the chunk.
+def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig, xp: Any, bufs, out):
+    """Peer count, |rho| sum and the top-k of rows r0..r1-1 of every date in the chunk.
 
-    `bufs` = (rho, |rho|, product, mask) workspaces of shape [D, r1 - r0, N]."""
+    `bufs` = (rho, |rho|, peer mask) workspaces of shape [D, r1 - r0, N]; `out` = (nbr [D, B, k],
+    rho [D, B, k]) views of the table, written in place. With threshold > 0 the |rho| buffer is multiplied
+    by the peer mask in place: one pass gives both the masked sum and an argmax input whose non-peers (0)
+    sort below every peer, so no separate product buffer is streamed through."""
     k, thr = cfg.k, cfg.threshold
-    rho_DBN, a_DBN, prod_DBN, peer_DBN = bufs
+    rho_DBN, a_DBN, peer_DBN = bufs
+    nbr_DBK, rho_DBK = out
     rows = xp.arange(r0, r1)
     xp.matmul(zt_DNW[:, r0:r1], z_DWN, out=rho_DBN)
     xp.abs(rho_DBN, out=a_DBN)
-    # -1 on the diagonal, on undefined columns and undefined rows: never a peer, even at threshold 0
+    # -1 on the diagonal, on undefined columns and undefined rows: never a peer, even at threshold 0. Above
+    # threshold 0 only the diagonal needs it: an undefined stock's z is 0, so its |rho| is 0 < threshold.
     a_DBN[:, rows - r0, rows] = -1.0
-    a_DBN[undefined[0], :, undefined[1]] = -1.0
-    a_DBN[~defined_DN[:, r0:r1]] = -1.0
+    if thr <= 0:
+        a_DBN[undefined[0], :, undefined[1]] = -1.0
+        a_DBN[~defined_DN[:, r0:r1]] = -1.0
     xp.greater_equal(a_DBN, thr, out=peer_DBN)
     cnt_DB = peer_DBN.sum(axis=-1, dtype=xp.int32)
-    xp.multiply(a_DBN, peer_DBN, out=prod_DBN)
-    tot_DB = prod_DBN.sum(axis=-1).astype(xp.float64)
+    if thr > 0:
+        xp.multiply(a_DBN, peer_DBN, out=a_DBN)  # non-peers become 0 (or -0.0): below every peer
+        tot_DB = a_DBN.sum(axis=-1).astype(xp.float64)
+    else:  # at threshold 0 a peer can have |rho| = 0: keep the -1 marks for the argmax
+        tot_DB = xp.where(peer_DBN, a_DBN, 0.0).sum(axis=-1, dtype=a_DBN.dtype).astype(xp.float64)
     d_idx, b_idx = xp.ogrid[: a_DBN.shape[0], : a_DBN.shape[1]]
-    nbr_DBK = xp.full(cnt_DB.shape + (k,), -1, dtype=xp.int32)
-    rho_DBK = xp.full(cnt_DB.shape + (k,), xp.nan)
     for slot in range(k):
         j_DB = xp.argmax(a_DBN, axis=-1)
         ok_DB = a_DBN[d_idx, b_idx, j_DB] >= thr
         nbr_DBK[..., slot] = xp.where(ok_DB, j_DB, -1)
         rho_DBK[..., slot] = xp.where(ok_DB, rho_DBN[d_idx, b_idx, j_DB], xp.nan)
         a_DBN[d_idx, b_idx, j_DB] = -2.0
-    return cnt_DB, tot_DB, nbr_DBK, rho_DBK
+    return cnt_DB, tot_DB

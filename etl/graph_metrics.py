@@ -4,7 +4,7 @@ Nodes are numbered date-major (date, then stock index = Code order), so a date i
 and the smallest node id of a component is its smallest Code. `u_E < v_E` lists each undirected edge once.
 
 CPU: NumPy + SciPy (connected_components in C). GPU (`xp` = CuPy): the same array code, with cupyx sparse
-matrices, cupyx scatter-min/max, a byte-table popcount and min-label propagation for components (cuGraph is
+matrices, cupyx scatter-min/max, a `__popcll` kernel and min-label propagation for components (cuGraph is
 not required).
 Loops that remain, all over rounds or chunks, never over stocks: PageRank iterations (<= 100), core peeling
 levels/rounds, label-propagation rounds (GPU), and closeness, a level-synchronous all-sources BFS (one round
@@ -13,6 +13,7 @@ per BFS level, one gather per neighbour slot) over sub-chunks of dates whose bit
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 PAGERANK_ALPHA = 0.85
@@ -223,11 +224,23 @@ def _host(xp: Any, a: Any) -> Any:
 
 
 def popcount_rows(xp: Any, bits_NW: Any) -> Any:
-    """Number of set bits per row of a uint64 [n, W] array (NumPy's bitwise_count; a byte table elsewhere)."""
+    """Number of set bits per row of a uint64 [n, W] array.
+
+    NumPy >= 2: `bitwise_count`; CuPy: a `__popcll` elementwise kernel; otherwise a byte table (tests).
+    """
     if hasattr(xp, "bitwise_count"):
         return xp.bitwise_count(bits_NW).sum(axis=1, dtype=xp.int64)
+    if _is_cupy(xp):
+        return _cupy_popcount()(bits_NW).sum(axis=1)
     table = xp.asarray([bin(b).count("1") for b in range(256)], dtype=xp.int64)
     return table[bits_NW.view(xp.uint8)].sum(axis=1)
+
+
+@functools.cache
+def _cupy_popcount() -> Any:
+    import cupy
+
+    return cupy.ElementwiseKernel("uint64 x", "int64 y", "y = __popcll(x)", "gogooku_popcount")
 
 
 def distance_sums_bitset(xp: Any, indptr: Any, dst: Any, local_pos: Any) -> Any:

@@ -1,9 +1,11 @@
 """`gogooku etl`: raw store -> validated frames -> [T, N] panels -> registered features -> feature store.
 
 Order of work (memory budget, DESIGN §4): the root context holds the full-width base panels and whatever
-cross-sectional inputs the sector features ask for (`ctx.full`); the per-stock features are then computed
-one stock chunk at a time and each chunk is written as soon as it is done, so peak memory is the full-width
-inputs plus one chunk's columns.
+cross-sectional inputs the sector features ask for (`ctx.full`); the graph stage (etl/graph.py on the
+full-history returns_1d panel) runs once before the chunks, writes its edge file and keeps its 18 columns +
+is_graph_valid as float32 [T, N] panels; the per-stock features are then computed one stock chunk at a time
+and each chunk is written as soon as it is done, so peak memory is the full-width inputs plus one chunk's
+columns.
 
 Cleaning rules (documented, nothing dropped silently): raw rows on 2020-10-01 are not used (the date is not a
 grid session, D1); when a raw endpoint has several parts, the last part wins per key (raw_store dedupe). Every
@@ -13,6 +15,7 @@ other problem in a raw frame is an `EtlDataError` naming the endpoint, the rule 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,13 +25,15 @@ import numpy as np
 import polars as pl
 
 from etl.errors import GogookuError
-from etl.features.registry import NON_GRAPH_COLUMNS, REGISTRY, BuildParams, FeatureContext, load_all
+from etl.features.registry import GRAPH_COLUMNS, REGISTRY, BuildParams, FeatureContext, Labels, load_all
 from etl.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
+from train.config import GraphConfig
 
 DAILY_QUOTES = "prices_daily_quotes"
 CALENDAR = "markets_trading_calendar"
 HISTORY_SESSIONS = 600
-DEFAULT_CHUNK = 256
+GRAPH_STAGE_COLUMNS = (*GRAPH_COLUMNS, "is_graph_valid")
+DEFAULT_CHUNK = 128
 
 
 class EtlDataError(GogookuError):
@@ -162,12 +167,13 @@ class BuildResult:
     missing: list[str]
     seconds: float
     catalog: dict[str, Any] | None = None
+    graph: dict[str, Any] | None = None  # graph config, and Epad / edge counts when the edge file is written
 
 
 def build_columns() -> list[str]:
-    """Registered columns in FEATURES.md order (the graph columns come from etl/graph.py)."""
+    """Registered columns in FEATURES.md order (all 393 besides Code and Date)."""
     load_all()
-    return [c for c in REGISTRY if c in NON_GRAPH_COLUMNS]
+    return list(REGISTRY)
 
 
 def run(
@@ -182,34 +188,54 @@ def run(
     chunk_size: int = DEFAULT_CHUNK,
     progress: Callable[[int, int], None] | None = None,
     history: int = HISTORY_SESSIONS,
+    graph: GraphConfig | None = None,
+    edges_dir: str | Path | None = None,
 ) -> BuildResult:
-    """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`."""
+    """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`.
+
+    The graph stage (`graph`: window, min_obs, threshold, k) runs first, once over all stocks; with
+    `edges_dir` its edges for the dataset window are written there (`graph_edges.npz`).
+    """
     t0 = time.perf_counter()
     source = raw if isinstance(raw, RawSource) else RawSource(loader=lambda e: raw.get(e))
     grid, params = make_grid(source, start, end, history)
+    if graph is not None:
+        graph.validate()
+        params = dataclasses.replace(params, graph=graph)
     cols = columns if columns is not None else build_columns()
     root = FeatureContext(xp, grid, source, params)
     window = (grid.dates >= params.dataset_start) & (grid.dates <= params.dataset_end)
     window_x = xp.asarray(window)[:, None]
+    graph_meta = None
+    if edges_dir is not None or any(c in GRAPH_STAGE_COLUMNS for c in cols):
+        # [T, N] panels from the full-history returns: computed once, before the stock chunks
+        graph_meta = _graph_stage(root, window, edges_dir)
     n_rows = 0
     n_chunks = max(1, -(-grid.N // chunk_size))
     from etl.store import select_rows, to_series
 
+    years = grid.dates.astype("datetime64[Y]").astype(int) + 1970
     for k in range(n_chunks):
         lo, hi = k * chunk_size, min(grid.N, (k + 1) * chunk_size)
         ctx = root.chunk(lo, hi)
         keep_T = xp.ascontiguousarray((ctx.panel("universe") & window_x).T)  # [n, T]: (Code, Date) order
-        cols_x, rows_x = xp.nonzero(keep_T)
-        rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
-        data = [
-            pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
-            pl.Series("Date", grid.dates[rows]).cast(pl.Date),
-        ]
-        for c in cols:
-            data.append(to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_T, to_numpy)))
-        frame = pl.DataFrame(data)
-        n_rows += frame.height
-        sink(frame, k)
+        for year in np.unique(years[window]):
+            # one frame per year: the store's partition, and a tenth of the chunk's rows in memory at once
+            keep_y = keep_T & xp.asarray(years == year)[None, :]
+            cols_x, rows_x = xp.nonzero(keep_y)
+            rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
+            if rows.shape[0] == 0:
+                continue
+            data = [
+                pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
+                pl.Series("Date", grid.dates[rows]).cast(pl.Date),
+            ]
+            for c in cols:
+                data.append(to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy)))
+            frame = pl.DataFrame(data)
+            n_rows += frame.height
+            sink(frame, k)
+            del frame, data
         del ctx
         if k == 0:
             root.trim()  # the cross-sectional statistics are cached now; full-width columns can go
@@ -222,14 +248,46 @@ def run(
         sessions=int(window.sum()),
         missing=sorted(root.missing),
         seconds=time.perf_counter() - t0,
+        graph=graph_meta,
     )
+
+
+def _graph_stage(root: FeatureContext, window: np.ndarray, edges_dir: str | Path | None) -> dict[str, Any]:
+    """Run the graph stage on the root; write the window's edges to `edges_dir`; return catalog metadata."""
+    from etl.features.graph_columns import graph_state
+    from etl.graph import EDGES_FILE, GraphBuild, UndirectedEdges, write_graph_edges
+
+    xp = root.xp
+    state = graph_state(root)
+    cfg = root.params.graph
+    meta: dict[str, Any] = dataclasses.asdict(cfg)
+    if edges_dir is not None and state.edges is not None:
+        w0, w1 = int(np.argmax(window)), int(window.size - np.argmax(window[::-1]))
+        e = state.edges
+        keep = (e.t_E >= w0) & (e.t_E < w1)
+        edges = UndirectedEdges(e.t_E[keep] - w0, e.i_E[keep], e.j_E[keep], e.rho_E[keep])
+        market = root["MarketCode"]
+        path = write_graph_edges(
+            edges_dir,
+            GraphBuild({}, None, edges),
+            root.panel("universe")[w0:w1],
+            root["sector33_id"][w0:w1],
+            (market.codes if isinstance(market, Labels) else market)[w0:w1],
+            xp,
+            dates=[str(d) for d in root.grid.dates[w0:w1]],
+        )
+        with np.load(path) as f:
+            epad = int(json.loads(str(f["meta"]))["epad"])
+        meta.update(edges_file=EDGES_FILE, epad=epad, edges=int(edges.t_E.shape[0]), edge_dates=w1 - w0)
+    state.edges = None  # written (or not wanted): the chunks need only the columns
+    return meta
 
 
 def build_frame(raw: Mapping[str, pl.DataFrame], **kwargs: Any) -> pl.DataFrame:
     """The dataset in memory (tests, small markets): same code path as the store."""
     frames: list[pl.DataFrame] = []
     run(raw, lambda f, k: frames.append(f), **kwargs)
-    return pl.concat(frames) if frames else pl.DataFrame()
+    return pl.concat(frames).sort("Code", "Date") if frames else pl.DataFrame()
 
 
 def build_store(
@@ -242,8 +300,13 @@ def build_store(
     chunk_size: int = DEFAULT_CHUNK,
     progress: Callable[[int, int], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    graph: GraphConfig | None = None,
 ) -> BuildResult:
-    """`gogooku etl`: read the raw store, build every registered column and write the feature store."""
+    """`gogooku etl`: read the raw store, build every registered column and write the feature store.
+
+    The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs, etl/graph.py)
+    and `catalog.json` (with the graph config and Epad under "graph").
+    """
     from etl import store
     from etl.backend import resolve_backend
 
@@ -263,6 +326,8 @@ def build_store(
         end=end,
         chunk_size=chunk_size,
         progress=progress,
+        graph=graph,
+        edges_dir=out,
     )
     meta = {
         "device": backend.device,
@@ -271,7 +336,7 @@ def build_store(
         "stocks": result.stocks,
         "sessions": result.sessions,
         "missing_endpoints": result.missing,
-        "graph_columns": "not built here (etl/graph.py adds the 18 graph columns)",
+        "graph": result.graph,
     }
     result.catalog = store.write_catalog(out, result.columns, meta)
     return result

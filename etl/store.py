@@ -19,6 +19,7 @@ import polars as pl
 
 from etl.errors import GogookuError
 from etl.features.registry import REGISTRY, Labels
+from etl.ops import array_namespace
 
 POLARS_DTYPES = {
     "f32": pl.Float32,
@@ -40,19 +41,48 @@ def to_series(name: str, dtype: str, values: Any) -> pl.Series:
         idx = np.where(np.isnan(codes), len(cats), codes).astype(np.int64)
         return pl.Series(name, lookup[idx], dtype=pl.String)
     arr = np.asarray(values, dtype=np.float64)
-    arr = np.where(np.isinf(arr), np.nan, arr)  # ±inf is never stored (§1.6)
     if dtype in ("f32", "f64"):
-        return pl.Series(name, arr, nan_to_null=True).cast(POLARS_DTYPES[dtype])
+        # one NumPy cast (a copy) and the ±inf cells set to NaN in it: no extra full-size passes
+        with np.errstate(over="ignore"):  # beyond the f32 range becomes ±inf, as Polars' cast did
+            out = arr.astype(np.float32 if dtype == "f32" else np.float64)
+        inf = np.isinf(arr)
+        if inf.any():
+            out[inf] = np.nan  # ±inf is never stored (§1.6)
+        return pl.Series(name, out, nan_to_null=True)
+    arr = np.where(np.isinf(arr), np.nan, arr)  # ±inf is never stored (§1.6)
     if dtype == "date":
         return pl.Series(name, arr, nan_to_null=True).cast(pl.Int32).cast(pl.Date)
     return pl.Series(name, np.round(arr), nan_to_null=True).cast(POLARS_DTYPES[dtype])
 
 
+_SELECTION: list[Any] = [None, None]  # [mask, flat indices]: the last mask's positions, reused per column
+
+
+def _flat_positions(keep_T: Any) -> Any:
+    """Positions in a C-ordered [T, n] array of the True cells of `keep_T` ([n, T]), in (Code, Date) order.
+
+    The pipeline selects every column of a chunk with the same mask, so the positions are found once per
+    mask (held here, so its identity cannot be reused) and each column is a single gather of its kept cells
+    instead of a boolean scan of the whole strided [T, n] array.
+    """
+    if _SELECTION[0] is not keep_T:
+        xp = array_namespace(keep_T)
+        n, T = keep_T.shape
+        stock, row = xp.divmod(xp.flatnonzero(keep_T), T)
+        _SELECTION[:] = [keep_T, row * n + stock]
+    return _SELECTION[1]
+
+
 def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
     """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host."""
+    arr = value.codes if isinstance(value, Labels) else value
+    if arr.shape[::-1] == keep_T.shape and arr.flags.c_contiguous:
+        picked = arr.ravel().take(_flat_positions(keep_T))
+    else:
+        picked = arr.T[keep_T]
     if isinstance(value, Labels):
-        return (to_numpy(value.codes.T[keep_T]), value.categories)
-    return to_numpy(value.T[keep_T])
+        return (to_numpy(picked), value.categories)
+    return to_numpy(picked)
 
 
 def schema_hash(columns: list[str]) -> str:
@@ -75,7 +105,7 @@ def prepare(out_dir: str | Path) -> Path:
 
 
 def write_chunk(out: Path, frame: pl.DataFrame, chunk: int) -> list[Path]:
-    """Write one stock chunk's rows as one file per year."""
+    """Write one stock chunk's rows as one file per year (the pipeline hands over one year at a time)."""
     paths = []
     if frame.height == 0:
         return paths

@@ -1,5 +1,7 @@
 """No look-ahead: every registered column at rows <= t depends only on data public by the close of t.
 
+The graph columns are included (a 10-session graph window, min_obs 8, so graphs exist early in the fixture).
+
 Two builds per cut-off t are compared with the build on the full data, through the whole pipeline:
 - perturbed: every raw value dated after t is changed (prices, volumes, TOPIX, listed info, statements...);
   rows <= t must be identical for every non-target column (all roles);
@@ -18,8 +20,10 @@ from test_etl_helpers import make_raw
 from etl import pipeline
 from etl.features.registry import REGISTRY, load_all
 from etl.schema import ENDPOINTS
+from train.config import GraphConfig
 
 ADJ_PRICES = ("AdjustmentOpen", "AdjustmentHigh", "AdjustmentLow", "AdjustmentClose")
+GRAPH = GraphConfig(window=10, min_obs=8)  # graph windows mature early in the ~165-session fixture
 
 
 def _date_col(endpoint_id: str) -> str:
@@ -80,7 +84,7 @@ def truncate_at(raw: dict, t: np.datetime64) -> dict:
 def base():
     load_all()
     raw = make_raw(seed=3)
-    full = pipeline.build_frame(raw, chunk_size=4)
+    full = pipeline.build_frame(raw, chunk_size=4, graph=GRAPH)
     days = np.unique(full["Date"].to_numpy().astype("datetime64[D]"))
     return raw, full, days
 
@@ -104,7 +108,7 @@ def _compare(a: pl.DataFrame, b: pl.DataFrame, names: list[str], rtol: float, at
 def test_future_perturbation_leaves_the_past_identical(base, frac):
     raw, full, days = base
     t = days[int(frac * len(days))]
-    pert = pipeline.build_frame(perturb_after(raw, t), chunk_size=4)
+    pert = pipeline.build_frame(perturb_after(raw, t), chunk_size=4, graph=GRAPH)
     names = [c for c in full.columns if c not in ("Code", "Date") and REGISTRY[c].role != "T"]
     past = pl.col("Date") <= t.astype(object)
     bad = _compare(full.filter(past), pert.filter(past), names, rtol=0.0, atol=0.0)
@@ -113,13 +117,17 @@ def test_future_perturbation_leaves_the_past_identical(base, frac):
     future = pl.col("Date") > t.astype(object)
     assert not full.filter(future)["returns_1d"].equals(pert.filter(future)["returns_1d"])
     assert not full.filter(past)["target_10d"].equals(pert.filter(past)["target_10d"])
+    # the graph columns are covered: mature before t, and moved by the perturbed future
+    assert {"graph_pagerank", "peer_count", "is_graph_valid"} <= set(names)
+    assert full.filter(past)["graph_pagerank"].drop_nulls().len() > 100
+    assert not full.filter(future)["peer_corr_mean"].equals(pert.filter(future)["peer_corr_mean"])
 
 
 @pytest.mark.parametrize("frac", [0.3, 0.49, 0.75])
 def test_truncated_build_matches_on_inputs(base, frac):
     raw, full, days = base
     t = days[int(frac * len(days))]
-    trunc = pipeline.build_frame(truncate_at(raw, t), chunk_size=4)
+    trunc = pipeline.build_frame(truncate_at(raw, t), chunk_size=4, graph=GRAPH)
     names = [c for c in full.columns if c not in ("Code", "Date") and REGISTRY[c].role in ("I", "C")]
     past = pl.col("Date") <= t.astype(object)
     bad = _compare(full.filter(past), trunc.filter(past), names, rtol=1e-6, atol=1e-9)

@@ -12,7 +12,7 @@ from etl.features.registry import CANONICAL, GRAPH_COLUMNS, NON_GRAPH_COLUMNS, R
 
 FEATURES_MD = Path(__file__).resolve().parents[1].parent / "shared" / "FEATURES.md"
 
-NON_GRAPH_377 = (
+ALL_395 = (
     "Code",
     "Date",
     "Section",
@@ -341,6 +341,24 @@ NON_GRAPH_377 = (
     "ss_pos_holder_cnt",
     "ss_pos_max_ratio",
     "ss_pos_days_since_report",
+    "peer_count",
+    "peer_corr_mean",
+    "graph_degree",
+    "graph_degree_z",
+    "graph_comp_id",
+    "graph_comp_size",
+    "graph_degree_in_comp",
+    "graph_degree_z_in_comp",
+    "graph_pagerank",
+    "graph_pagerank_share_comp",
+    "graph_pagerank_z_in_comp",
+    "graph_clustering",
+    "graph_avg_neigh_deg",
+    "graph_core",
+    "graph_degree_centrality",
+    "graph_closeness",
+    "graph_local_density",
+    "graph_isolated",
     "x_trend_intensity",
     "x_trend_intensity_g",
     "x_rel_sec_mom",
@@ -392,34 +410,21 @@ NON_GRAPH_377 = (
     "target_10d_binary",
 )
 
-MY_GROUPS = {
-    "identifiers",
-    "price_volume",
-    "technical",
-    "market",
-    "cross",
-    "sector",
-    "targets",
-}
-MY_VALIDITY = {
-    "is_rsi2_valid",
-    "is_ema5_valid",
-    "is_ema10_valid",
-    "is_ema20_valid",
-    "is_ema200_valid",
-    "is_valid_ma",
-    "is_mkt_z_valid",
-    "is_beta_valid",
-    "is_sec_valid",
-}
 
-
-def test_pinned_list_is_the_395_minus_graph():
-    assert len(NON_GRAPH_377) == 377 and len(set(NON_GRAPH_377)) == 377
-    assert NON_GRAPH_377[:3] == ("Code", "Date", "Section") and NON_GRAPH_377[-1] == "target_10d_binary"
-    assert tuple(NON_GRAPH_COLUMNS) == NON_GRAPH_377
-    assert len(CANONICAL) == 395 and len(GRAPH_COLUMNS) == 18
+def test_pinned_list_is_all_395_columns():
+    assert len(ALL_395) == 395 and len(set(ALL_395)) == 395
+    assert ALL_395[:3] == ("Code", "Date", "Section") and ALL_395[-1] == "target_10d_binary"
+    assert [row[1] for row in CANONICAL] == list(ALL_395)
     assert [row[0] for row in CANONICAL] == list(range(1, 396))
+    assert ALL_395[328:346] == GRAPH_COLUMNS and len(GRAPH_COLUMNS) == 18
+    assert tuple(NON_GRAPH_COLUMNS) == tuple(c for c in ALL_395 if c not in GRAPH_COLUMNS)
+
+
+def test_graph_stage_dtypes_are_the_catalog_dtypes():
+    from etl.graph import GRAPH_COLUMNS as GRAPH_DTYPES
+
+    assert [name for name, _ in GRAPH_DTYPES] == list(GRAPH_COLUMNS)
+    assert [dtype for _, dtype in GRAPH_DTYPES] == [registry.CANONICAL_BY_NAME[n][3] for n in GRAPH_COLUMNS]
 
 
 @pytest.mark.skipif(not FEATURES_MD.exists(), reason="../shared/FEATURES.md not beside the repo")
@@ -435,18 +440,12 @@ def test_canonical_table_matches_features_md():
     assert ours == parsed
 
 
-def test_registry_follows_features_order_and_covers_my_groups():
+def test_registry_holds_every_column_in_features_order():
     load_all()
-    names = list(REGISTRY)
-    assert names, "nothing registered"
-    positions = [NON_GRAPH_377.index(n) for n in names if n in NON_GRAPH_377]
-    assert positions == sorted(positions), "REGISTRY must iterate in FEATURES.md order"
-    assert set(names) <= set(NON_GRAPH_377) | set(GRAPH_COLUMNS)
-    mine = {r[1] for r in CANONICAL if r[2] in MY_GROUPS} - {"Code", "Date"} | MY_VALIDITY
-    assert mine <= set(names), sorted(mine - set(names))
-    non_graph = [n for n in names if n not in GRAPH_COLUMNS]
-    if len(non_graph) == 375:  # every non-graph column present (Code and Date are written by the store)
-        assert ["Code", "Date", *non_graph] == list(NON_GRAPH_377)
+    assert ["Code", "Date", *REGISTRY] == list(ALL_395)  # Code and Date are written by the store
+    from etl.pipeline import build_columns
+
+    assert build_columns() == list(ALL_395[2:])
 
 
 def test_registered_metadata_equals_features_md():
@@ -480,10 +479,5 @@ def test_catalog_page_lists_every_column_with_status():
     assert list(lines) == [row[1] for row in CANONICAL]
     for name, line in lines.items():
         status = line.split("|")[6].strip()
-        if name in REGISTRY or name in ("Code", "Date"):
-            assert status == "built", name
-        else:
-            assert status == (
-                "graph" if name in GRAPH_COLUMNS or name == "is_graph_valid" else "not built"
-            ), name
+        assert status == "built", name
     assert "| 19 | `returns_1d` | f32 | I | lag 1 | built |" in page

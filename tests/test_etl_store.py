@@ -146,3 +146,18 @@ def test_chunking_does_not_change_values(monkeypatch):
     monkeypatch.setattr(registry, "FULL_WIDTH_CHUNK", 2)
     pieces = pipeline.build_frame(raw, chunk_size=3)
     assert whole.equals(pieces)
+
+
+def test_without_listed_info_and_statements():
+    """No listed/info: every common stock with quotes is in the universe, listed-info columns null/-1."""
+    from etl import pipeline
+
+    raw = {k: v for k, v in make_raw().items() if k not in ("listed_info", "fins_statements")}
+    df = pipeline.build_frame(raw)
+    assert "13060" in df["Code"].to_list()  # the ETF cannot be told apart without its MarketCode
+    assert df["Section"].null_count() == df.height and (df["sector33_id"] == -1).all()
+    assert (
+        df["shares_outstanding"].null_count() == df.height and df["turnover_rate"].null_count() == df.height
+    )
+    assert (df["sec_member_cnt"] == 0).all() and (df["is_sec_valid"] == 0).all()
+    assert df["returns_1d"].null_count() < df.height

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl import graph_corr as corr_mod
 from etl import graph_metrics as gm
 from etl.graph import GRAPH_COLUMNS, build_graphs, read_graph_edges, undirected_edges, write_graph_edges
 from etl.graph_corr import peer_table
@@ -172,7 +173,7 @@ def test_union_metrics_equal_networkx_on_random_graphs():
 
 
 def test_gpu_algorithms_agree_with_cpu_ones_on_numpy():
-    """Label propagation and the byte-table popcount (the CuPy path's own pieces) run on NumPy here too."""
+    """Label propagation and the portable popcount (used where NumPy's is missing) run on NumPy here too."""
     graphs = random_graphs()
     u, v, node_date, local_pos = _union(graphs)
     n = node_date.size
@@ -250,6 +251,26 @@ def test_build_equals_reference_every_date(panel):
                 len(c) == 5 and g.subgraph(c).number_of_edges() == 10 for c in nx.connected_components(g)
             )
     assert all(seen.values()), seen  # the fixture really exercises every case
+
+
+def test_window_extrema_numpy_fast_path_equals_the_portable_one():
+    """`fmax/fmin.reduce` (NumPy) and the where-filled max/min (CuPy's path, run here on NumPy) agree on
+    whether a window's valid values are all equal, including all-missing and single-value windows."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 9, 6))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:, :, 0] = np.nan  # nothing valid
+    x[:, :, 1] = 0.5  # all equal
+    x[:, 1:, 2] = np.nan  # one valid value
+    valid = np.isfinite(x)
+    portable = type("xp", (), {"__name__": "portable", "where": staticmethod(np.where), "inf": np.inf})
+    hi, lo = corr_mod._valid_extrema(x, valid, np)
+    hi_p, lo_p = corr_mod._valid_extrema(x, valid, portable)
+    np.testing.assert_array_equal(hi > lo, hi_p > lo_p)
+    has = valid.any(axis=1)
+    np.testing.assert_array_equal(hi[has], hi_p[has])
+    np.testing.assert_array_equal(lo[has], lo_p[has])
+    assert not (hi > lo)[:, :3].any() and (hi > lo)[:, 3:].any()
 
 
 def test_ties_go_to_the_smaller_code():
@@ -360,11 +381,20 @@ def test_undirected_edges_symmetrise_top_k(panel):
     assert (np.diff(key) > 0).all()  # sorted, each edge once
 
 
+def test_columns_are_the_catalog_graph_block():
+    """Names and write dtypes of FEATURES.md #329-#346, as the ETL registry transcribes them."""
+    from etl.features.registry import CANONICAL
+
+    assert [(row[1], row[3]) for row in CANONICAL if row[2] == "graph"] == list(GRAPH_COLUMNS)
+
+
 def test_bad_shapes_are_a_user_error():
     from etl.errors import GogookuError
 
     with pytest.raises(GogookuError, match="must be one"):
         build_graphs(np.zeros((5, 3)), np.ones((5, 4), dtype=bool), CFG, np)
+    with pytest.raises(GogookuError, match="no graph edge file"):
+        read_graph_edges("/nonexistent-graph-dir")
 
 
 @pytest.mark.gpu

@@ -1,5 +1,7 @@
 """GATv2 layer against a dense, loop-based reference on a small graph with the same parameters."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +29,7 @@ def _graph():
     return h, edges, edge_mask, edge_feat, stock_mask
 
 
+@functools.cache
 def _layer_fn():
     layer = GATv2Layer(D, HEADS)
 
@@ -38,7 +41,7 @@ def _layer_fn():
         src, dst, valid, feat = flat_edges(edges, edge_mask, stock_mask, edge_feat)
         return layer.init(jax.random.key(3), h, src, dst, valid, feat)
 
-    return init, jax.jit(apply)
+    return jax.jit(init), jax.jit(apply)
 
 
 def reference(params, h, edges, edge_mask, edge_feat, stock_mask):

@@ -112,7 +112,7 @@ def test_horizon_weights_select_horizons():
     ones = np.ones((2, 10, 5), bool)
     sm = np.ones((2, 10), bool)
     only_h2 = _cfg(horizon_weights=(0.0, 0.0, 1.0, 0.0, 0.0), spearman_weight=0.0)
-    _, parts = total_loss(q, y, ones, sm, only_h2)
+    _, parts = jax.jit(total_loss, static_argnums=4)(q, y, ones, sm, only_h2)
     corr = [np.corrcoef(q[b, :, 2, 2], y[b, :, 2])[0, 1] for b in range(2)]
     np.testing.assert_allclose(float(parts["ic"]), np.mean(corr), atol=1e-5)
     np.testing.assert_allclose(float(parts["ic_H"][2]), np.mean(corr), atol=1e-5)

@@ -150,11 +150,13 @@ def etl(
     device: Annotated[str | None, typer.Option(help="auto, cpu or gpu (default: config device).")] = None,
     start: Annotated[str | None, typer.Option(help="First dataset date, YYYY-MM-DD (default: all).")] = None,
     end: Annotated[str | None, typer.Option(help="Last dataset date, YYYY-MM-DD (default: all).")] = None,
-    chunk: Annotated[int, typer.Option(help="Stocks per chunk (memory vs speed).")] = 256,
+    chunk: Annotated[int, typer.Option(help="Stocks per chunk (memory vs speed).")] = 128,
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:
     """Build the feature store (FEATURES.md columns, Parquet by year + catalog.json) from the raw store."""
+    from pathlib import Path
+
     from rich.progress import Progress
 
     from etl.pipeline import build_store
@@ -172,6 +174,7 @@ def etl(
             chunk_size=chunk,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             notify=lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False),
+            graph=cfg.graph,
         )
     if result.missing:
         console.print(
@@ -179,9 +182,14 @@ def etl(
             "with validity 0",
             highlight=False,
         )
+    target = Path(out or cfg.paths.features)
+    parts = sorted(target.glob("year=*/part-*.parquet"))
+    g = result.graph or {}
     console.print(
         f"etl: {result.rows:,} rows x {len(result.columns) + 2} columns ({result.stocks} stocks, "
-        f"{result.sessions} sessions) in {result.seconds:.1f}s -> {out or cfg.paths.features}",
+        f"{result.sessions} sessions) in {result.seconds:.1f}s -> {target}: {len(parts)} Parquet files "
+        f"in {len({p.parent.name for p in parts})} year folders, catalog.json, graph_edges.npz "
+        f"({g.get('edges', 0):,} edges, Epad {g.get('epad')})",
         highlight=False,
     )
 

@@ -212,14 +212,8 @@ def _num(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-@panel_source("shares_net_asof", "shares_period_end_asof")
-def _shares_asof(ctx: FeatureContext) -> dict:
-    """(issued - treasury) of the latest earnings document with an issued count, and its period end."""
-    xp = ctx.xp
-    T, N = ctx.shape
-    st = ctx.raw(STATEMENTS)
-    if st is None:
-        return {"shares_net_asof": ctx.nan(), "shares_period_end_asof": ctx.nan()}
+def _shares_docs(ctx: FeatureContext, st: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Earnings documents with an issued count, in as-of order: (effective row, grid column, [net, pe])."""
     issued = "NumberOfIssuedAndOutstandingSharesAtTheEndOfFiscalYearIncludingTreasuryStock"
     treasury = "NumberOfTreasuryStockAtTheEndOfFiscalYear"
     docs = st.filter(pl.col("TypeOfDocument").str.contains(EARNINGS_DOC)).with_columns(
@@ -232,7 +226,22 @@ def _shares_asof(ctx: FeatureContext) -> dict:
     docs = docs.sort(["_eff", "DisclosedDate", "DisclosedTime", "DisclosureNumber"])
     pe_days = docs["_pe"].cast(pl.Int64).cast(pl.Float64).to_numpy()
     vals = np.stack([(docs["_issued"] - docs["_treasury"]).to_numpy(), pe_days], axis=1)
-    out = ops.scatter_asof(T, N, docs["_eff"].to_numpy(), ctx.code_index(docs["LocalCode"]), vals, xp=xp)
+    return docs["_eff"].to_numpy(), ctx.grid.code_index(docs["LocalCode"]), vals
+
+
+@panel_source("shares_net_asof", "shares_period_end_asof")
+def _shares_asof(ctx: FeatureContext) -> dict:
+    """(issued - treasury) of the latest earnings document with an issued count, and its period end."""
+    xp = ctx.xp
+    T, N = ctx.shape
+    st = ctx.raw(STATEMENTS)
+    if st is None:
+        return {"shares_net_asof": ctx.nan(), "shares_period_end_asof": ctx.nan()}
+    # the documents are prepared once on the root (all stocks); each context scatters only its own codes
+    row_D, code_D, vals_DK = ctx.full.cached("shares_docs", lambda: _shares_docs(ctx.full, st))
+    lo, hi = ctx.cols.start, ctx.cols.stop
+    sel = np.flatnonzero((code_D >= lo) & (code_D < hi))
+    out = ops.scatter_asof(T, N, row_D[sel], code_D[sel] - lo, vals_DK[sel], xp=xp)
     return {"shares_net_asof": out[:, :, 0], "shares_period_end_asof": out[:, :, 1]}
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from etl.panel import Grid
+from train.config import GraphConfig
 
 GROUPS = (
     "identifiers",
@@ -98,12 +99,13 @@ class PanelSource:
 
 @dataclasses.dataclass(frozen=True)
 class BuildParams:
-    """Per-build constants (FEATURES.md §1.12): the dataset window within the grid and EPS."""
+    """Per-build constants (FEATURES.md §1.12): the dataset window within the grid, EPS, the graph config."""
 
     dataset_start: np.datetime64 | None = None
     dataset_end: np.datetime64 | None = None
     history_sessions: int = 600
     eps: float = 1e-12
+    graph: GraphConfig = GraphConfig()
 
 
 class Registry(Mapping[str, FeatureSpec]):
