@@ -30,7 +30,13 @@ class Backend:
     device: Literal["cpu", "gpu"]
     xp: ModuleType
     polars_engine: Any
-    jax_device: Any
+
+    @property
+    def jax_device(self) -> Any:
+        """The JAX device of this backend; JAX is imported only here (the ETL never needs it)."""
+        import jax
+
+        return jax.devices(self.device)[0]
 
     def to_numpy(self, array: Any) -> Any:
         """Bring an `xp` array to host memory as a NumPy array."""
@@ -97,29 +103,27 @@ def resolve_backend(device: Device = "auto", *, notify: Any = None) -> Backend:
         raise BackendError(f"device must be one of auto, cpu, gpu (got {device!r})")
     if device == "cpu":
         return _cpu_backend()
-    problems = [p for p in (cupy_problem(), jax_gpu_problem()) if p is not None]
-    if problems:
+    problem = cupy_problem() or jax_gpu_problem()  # JAX is only imported once CuPy works
+    if problem is not None:
         if device == "gpu":
-            raise BackendError(f"--device gpu is not usable: {'; '.join(problems)}; {GPU_INSTALL_HINT}")
+            raise BackendError(f"--device gpu is not usable: {problem}; {GPU_INSTALL_HINT}")
         if notify is not None:
-            notify(f"no usable GPU ({problems[0]}); running on CPU")
+            notify(f"no usable GPU ({problem}); running on CPU")
         return _cpu_backend()
     import cupy
-    import jax
 
     engine: Any = "cpu"
     if cudf_polars_problem() is None:
         import polars as pl
 
         engine = pl.GPUEngine(raise_on_fail=False)
-    return Backend(device="gpu", xp=cupy, polars_engine=engine, jax_device=jax.devices("gpu")[0])
+    return Backend(device="gpu", xp=cupy, polars_engine=engine)
 
 
 def _cpu_backend() -> Backend:
-    import jax
     import numpy
 
-    return Backend(device="cpu", xp=numpy, polars_engine="cpu", jax_device=jax.devices("cpu")[0])
+    return Backend(device="cpu", xp=numpy, polars_engine="cpu")
 
 
 def gpu_modules_loaded() -> list[str]:
