@@ -3,9 +3,11 @@ computed on [T, N] panels vs the same ten as Polars `.over("Code")` expressions,
 
     python bench/etl.py --raw data/raw --out /tmp/bench_features [--device cpu|gpu] [--chunk 128]
 
-Prints one JSON object. Peak RSS is the process maximum (`ru_maxrss`) read right after the build, before the
-comparison runs. The Polars EMA is `ewm_mean(adjust=False)` without the SMA seed (the closest built-in);
-the other nine are the same formulas.
+Prints one JSON object. CPU seconds count every thread of the process (the graph stage and the Parquet
+writer run beside the chunk loop); the load average is the box's at the end of the build (it is shared).
+Peak RSS is the process maximum (`ru_maxrss`) read right after the build, before the comparison runs.
+The Polars EMA is `ewm_mean(adjust=False)` without the SMA seed (the closest built-in); the other nine are
+the same formulas.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ TEN = (
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads (the build runs several)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def polars_ten(dq: pl.DataFrame) -> tuple[float, pl.DataFrame]:
@@ -122,9 +130,12 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     if not args.skip_build:
+        cpu0 = cpu_seconds()
         res = build_store(args.raw, args.out, device=args.device, chunk_size=args.chunk)
         report |= {
             "build_seconds": round(res.seconds, 1),
+            "build_cpu_seconds": round(cpu_seconds() - cpu0, 1),
+            "load_avg_1m": round(__import__("os").getloadavg()[0], 2),
             "peak_rss_gb": round(peak_rss_gb(), 2),
             "rows": res.rows,
             "rows_per_s": round(res.rows / res.seconds),

@@ -56,7 +56,8 @@ class GraphInputError(GogookuError):
 
 @dataclass(frozen=True)
 class UndirectedEdges:
-    """Each undirected edge of every date once: stock indices i < j of date t, and rho_ij."""
+    """Each undirected edge of every date once: stock indices i < j of date t (int32), and rho_ij (the
+    correlations' dtype)."""
 
     t_E: Any
     i_E: Any
@@ -66,7 +67,7 @@ class UndirectedEdges:
 
 @dataclass(frozen=True)
 class GraphBuild:
-    """The stage's result: [T, N] float64 columns (NaN off V_t), is_graph_valid and the edges."""
+    """The stage's result: [T, N] columns (`out_dtype`, NaN off V_t), is_graph_valid and the edges."""
 
     columns: dict[str, Any]
     is_graph_valid_TN: Any
@@ -87,7 +88,8 @@ def undirected_edges(peers: PeerTable, xp: Any, d0: int = 0, d1: int | None = No
     first = xp.ones(key.size, dtype=bool)
     first[1:] = key[1:] != key[:-1]
     key, rho = key[first], rho[first]
-    return UndirectedEdges(key // (n * n), key // n % n, key % n, rho)
+    # int32 indices (dates and stocks are far below 2**31): the full market has ~33M edges
+    return UndirectedEdges(*(a.astype(xp.int32) for a in (key // (n * n), key // n % n, key % n)), rho)
 
 
 def build_graphs(
@@ -97,12 +99,19 @@ def build_graphs(
     xp: Any,
     *,
     dtype: str = "float32",
+    out_dtype: str = "float64",
     block_bytes: int = 16 << 20,
     nodes_per_chunk: int = 1 << 18,
     bfs_budget: int = 16 << 20,
     progress: Callable[[str, int], None] | None = None,
+    start: int = 0,
 ) -> GraphBuild:
     """All 18 graph columns for a [T, N] `returns_1d` panel (NaN = missing) and the undirected edges.
+
+    `dtype`: precision of the correlations; `out_dtype`: of the columns (the feature store asks for float32,
+    which holds every value of the columns' store dtypes, at half the memory). Dates before `start` are not
+    built (NaN columns, no nodes, no edges): the feature store's history sessions are never written, and
+    a date's graph reads only its own trailing window, so the dates from `start` on are unchanged.
 
     `row_mask_TN`: the stock has a universe row at t. Correlations run in date/row blocks of `block_bytes`;
     the metrics run on the union of `nodes_per_chunk // N` dates at a time (one call per metric and chunk).
@@ -118,8 +127,8 @@ def build_graphs(
             "must be one [T, N] shape"
         )
     t_len, n = returns_TN.shape
-    peers = empty_peer_table(t_len, n, cfg.k, xp)
-    columns = {name: xp.full((t_len, n), xp.nan) for name, _ in GRAPH_COLUMNS}
+    peers = empty_peer_table(t_len, n, cfg.k, xp, dtype)
+    columns = {name: xp.full((t_len, n), xp.nan, dtype=out_dtype) for name, _ in GRAPH_COLUMNS}
     ready: queue.Queue[int | None] = queue.Queue()
 
     def on_corr(done: int) -> None:
@@ -139,6 +148,7 @@ def build_graphs(
                     block_bytes=block_bytes,
                     out=peers,
                     progress=on_corr,
+                    start=start,
                 )
         finally:
             ready.put(None)
@@ -150,7 +160,7 @@ def build_graphs(
     else:
         corr()
     try:
-        parts, done, d0 = [], 0, 0
+        parts, done, d0 = [], start, start
         step = max(nodes_per_chunk // max(n, 1), 1)
         while d0 < t_len:
             d1 = min(d0 + step, t_len)
@@ -170,8 +180,49 @@ def build_graphs(
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
-    columns["peer_count"] = xp.where(peers.node_TN, peers.peer_count_TN.astype(xp.float64), xp.nan)
-    columns["peer_corr_mean"] = peers.peer_corr_mean_TN
+    return _assemble(peers, columns, parts, xp, out_dtype, start)
+
+
+def graph_from_peers(
+    peers: PeerTable,
+    xp: Any,
+    *,
+    out_dtype: str = "float64",
+    nodes_per_chunk: int = 1 << 18,
+    bfs_budget: int = 16 << 20,
+    start: int = 0,
+    threads: int = 1,
+) -> GraphBuild:
+    """The second half of `build_graphs` on a finished peer table: graphs, the 16 metrics and the edges.
+
+    The metric chunks (unions of `nodes_per_chunk // N` dates) are independent and write disjoint rows, so
+    they run on `threads` threads (NumPy releases the GIL in the large gathers and sorts). The ETL uses this
+    form: it computes the peer table beside its first stock chunk and the metrics on both cores afterwards.
+    """
+    t_len, n = peers.node_TN.shape
+    columns = {name: xp.full((t_len, n), xp.nan, dtype=out_dtype) for name, _ in GRAPH_COLUMNS}
+    step = max(nodes_per_chunk // max(n, 1), 1)
+    ranges = [(d0, min(d0 + step, t_len)) for d0 in range(start, t_len, step)]
+
+    def metrics(r: tuple[int, int]) -> UndirectedEdges:
+        return _metrics_chunk(peers, columns, r[0], r[1], xp, bfs_budget)
+
+    if threads > 1 and xp.__name__ == "numpy":
+        with ThreadPoolExecutor(threads, thread_name_prefix="graph-metrics") as pool:
+            parts = list(pool.map(metrics, ranges))
+    else:
+        parts = [metrics(r) for r in ranges]
+    return _assemble(peers, columns, parts, xp, out_dtype, start)
+
+
+def _assemble(
+    peers: PeerTable, columns: dict[str, Any], parts: list, xp: Any, out_dtype: str, start: int
+) -> GraphBuild:
+    """The peer columns, and the edges of the metric chunks in date order."""
+    if not parts:  # nothing from `start` on
+        parts.append(undirected_edges(peers, xp, start, start))
+    columns["peer_count"] = xp.where(peers.node_TN, peers.peer_count_TN, xp.nan).astype(out_dtype)
+    columns["peer_corr_mean"] = peers.peer_corr_mean_TN.astype(out_dtype, copy=False)
     edges = UndirectedEdges(
         *(xp.concatenate([getattr(p, f) for p in parts]) for f in ("t_E", "i_E", "j_E", "rho_E"))
     )
@@ -214,9 +265,14 @@ class EdgeArrays:
 
 
 def _same(ids_TN: np.ndarray, t: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    a, b = ids_TN[t, i], ids_TN[t, j]
-    known = np.isfinite(a) & np.isfinite(b) if a.dtype.kind == "f" else (a >= 0) & (b >= 0)
-    return known & (a == b)
+    """Both ends known and equal. Ids become int32 (-1 = unknown) first: the gathers run over every edge
+    (~26M at full scale), so they should not be float64."""
+    if ids_TN.dtype.kind == "f":
+        ids_TN = np.where(np.isfinite(ids_TN), ids_TN, -1).astype(np.int32)
+    a = ids_TN[t, i]
+    same = a >= 0
+    same &= a == ids_TN[t, j]
+    return same
 
 
 def write_graph_edges(
@@ -236,7 +292,7 @@ def write_graph_edges(
     "same". Epad = 2 x the largest per-date edge count, rounded up to `pad_multiple`.
     """
     e = build.edges
-    t, i, j = (np.asarray(_host(xp, a), dtype=np.int64) for a in (e.t_E, e.i_E, e.j_E))
+    t, i, j = (np.asarray(_host(xp, a)) for a in (e.t_E, e.i_E, e.j_E))
     rho = np.asarray(_host(xp, e.rho_E), dtype=np.float32)
     row_mask = np.asarray(_host(xp, xp.asarray(row_mask_TN, dtype=bool)))
     sector, market = np.asarray(_host(xp, sector33_TN)), np.asarray(_host(xp, market_TN))
@@ -244,7 +300,7 @@ def write_graph_edges(
         t.max() + 1 if t.size else 0
     ):
         raise GraphInputError("row mask, sector33 and market panels must share the graph's [T, N] shape")
-    local_TN = np.cumsum(row_mask, axis=1) - 1
+    local_TN = np.cumsum(row_mask, axis=1, dtype=np.int32) - 1
     t_len = row_mask.shape[0]
     date_ptr = np.searchsorted(t, np.arange(t_len + 1))
     per_date = np.diff(date_ptr)
@@ -252,11 +308,12 @@ def write_graph_edges(
     path = Path(directory) / EDGES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": EDGES_FORMAT, "epad": epad, "features": list(EDGE_FEATURES), "directed": False}
-    np.savez_compressed(
+    # uncompressed: deflate took ~20 s of one core at full scale for a file ~1.6x smaller
+    np.savez(
         path,
         meta=np.array(json.dumps(meta)),
         date_ptr=date_ptr.astype(np.int64),
-        pairs=np.stack([local_TN[t, i], local_TN[t, j]], axis=1).astype(np.int32),
+        pairs=np.stack([local_TN[t, i], local_TN[t, j]], axis=1),
         rho=rho,
         same_sector33=_same(sector, t, i, j),
         same_market=_same(market, t, i, j),

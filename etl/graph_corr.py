@@ -38,7 +38,7 @@ class PeerTable:
     peer_count_TN: Any  # int32: |N_i| (0 where not a node)
     peer_corr_mean_TN: Any  # float64: mean |rho| over N_i, 0 if empty, NaN where not a node
     nbr_TNK: Any  # int32: chosen peers in descending |rho|, -1 padding
-    rho_TNK: Any  # float64: signed rho of each chosen peer, NaN padding
+    rho_TNK: Any  # float (the correlations' dtype): signed rho of each chosen peer, NaN padding
 
 
 def window_z(returns_TN: Any, row_mask_TN: Any, t0: int, t1: int, cfg: GraphConfig, xp: Any):
@@ -87,14 +87,16 @@ def _chunk_plan(t: int, n: int, itemsize: int, block_bytes: int) -> tuple[int, i
     return 1, int(rows)
 
 
-def empty_peer_table(t_len: int, n: int, k: int, xp: Any) -> PeerTable:
-    """Output arrays for `peer_table(..., out=)` (lets a consumer read finished dates while others run)."""
+def empty_peer_table(t_len: int, n: int, k: int, xp: Any, dtype: str = "float64") -> PeerTable:
+    """Output arrays for `peer_table(..., out=)` (lets a consumer read finished dates while others run).
+
+    `dtype` is the correlations' precision: the chosen rho are kept in it (no digits to gain above it)."""
     return PeerTable(
         xp.zeros((t_len, n), dtype=bool),
         xp.zeros((t_len, n), dtype=xp.int32),
         xp.full((t_len, n), xp.nan),
         xp.full((t_len, n, k), -1, dtype=xp.int32),
-        xp.full((t_len, n, k), xp.nan),
+        xp.full((t_len, n, k), xp.nan, dtype=dtype),
     )
 
 
@@ -108,20 +110,22 @@ def peer_table(
     block_bytes: int = 16 << 20,
     out: PeerTable | None = None,
     progress: Callable[[int], None] | None = None,
+    start: int = 0,
 ) -> PeerTable:
     """Nodes, peer counts, mean peer |rho| and top-k peers for every date of a [T, N] returns panel.
 
     `row_mask_TN` says which stocks have a universe row at t. `dtype` is the precision of the correlation
     matrices (float32 halves time and memory; edges at the threshold or the k-th place may then differ from a
-    float64 build, FEATURES.md §4.13). Dates are done in order; `progress(dates_done)` follows each chunk.
+    float64 build, FEATURES.md §4.13). Dates are done in order from `start` (earlier dates keep the empty
+    table's values: no nodes); `progress(dates_done)` follows each chunk.
     """
     t_len, n = returns_TN.shape
     ftype = np.dtype(dtype)  # cupy.dtype is numpy.dtype
-    table = out if out is not None else empty_peer_table(t_len, n, cfg.k, xp)
+    table = out if out is not None else empty_peer_table(t_len, n, cfg.k, xp, dtype)
     d_chunk, b_rows = _chunk_plan(t_len, n, ftype.itemsize, block_bytes)
     # one workspace reused by every block: fresh multi-MB temporaries would be page-faulted in each time
     work = [xp.empty(d_chunk * b_rows * n, dtype=dt) for dt in (ftype, ftype, bool)]
-    for t0 in range(0, t_len, d_chunk):
+    for t0 in range(start, t_len, d_chunk):
         t1 = min(t0 + d_chunk, t_len)
         z_DWN, node_DN, defined_DN = window_z(returns_TN, row_mask_TN, t0, t1, cfg, xp)
         z_DWN = z_DWN.astype(ftype, copy=False)

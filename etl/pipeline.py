@@ -2,10 +2,11 @@
 
 Order of work (memory budget, DESIGN §4): the root context holds the full-width base panels and whatever
 cross-sectional inputs the sector features ask for (`ctx.full`); the graph stage (etl/graph.py on the
-full-history returns_1d panel) runs once before the chunks, writes its edge file and keeps its 18 columns +
-is_graph_valid as float32 [T, N] panels; the per-stock features are then computed one stock chunk at a time
-and each chunk is written as soon as it is done, so peak memory is the full-width inputs plus one chunk's
-columns.
+full-history returns_1d panel) starts as soon as returns_1d exists, in a background thread beside the first
+chunk, writes its edge file and keeps its 18 columns + is_graph_valid as float32 [T, N] panels; the per-stock
+features are computed one stock chunk at a time (the first alone, the rest on `workers` threads) and each
+chunk is handed to the writer as soon as it is done, so peak memory is the full-width inputs plus the chunks
+in flight.
 
 Cleaning rules (documented, nothing dropped silently): raw rows on 2020-10-01 are not used (the date is not a
 grid session, D1); when a raw endpoint has several parts, the last part wins per key (raw_store dedupe). Every
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ CALENDAR = "markets_trading_calendar"
 HISTORY_SESSIONS = 600
 GRAPH_STAGE_COLUMNS = (*GRAPH_COLUMNS, "is_graph_valid")
 DEFAULT_CHUNK = 128
+FIRST_CHUNK = 32
 
 
 class EtlDataError(GogookuError):
@@ -190,11 +194,14 @@ def run(
     history: int = HISTORY_SESSIONS,
     graph: GraphConfig | None = None,
     edges_dir: str | Path | None = None,
+    workers: int = 1,
 ) -> BuildResult:
     """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`.
 
-    The graph stage (`graph`: window, min_obs, threshold, k) runs first, once over all stocks; with
-    `edges_dir` its edges for the dataset window are written there (`graph_edges.npz`).
+    The graph stage (`graph`: window, min_obs, threshold, k) runs once over all stocks, in a background
+    thread on NumPy, beside the first chunk; with `edges_dir` its edges for the dataset window are written
+    there (`graph_edges.npz`). Chunks after the first run on `workers` threads (NumPy releases the GIL in
+    its array loops), so `sink` must be thread-safe; the results do not depend on `workers`.
     """
     t0 = time.perf_counter()
     source = raw if isinstance(raw, RawSource) else RawSource(loader=lambda e: raw.get(e))
@@ -206,19 +213,38 @@ def run(
     root = FeatureContext(xp, grid, source, params)
     window = (grid.dates >= params.dataset_start) & (grid.dates <= params.dataset_end)
     window_x = xp.asarray(window)[:, None]
-    graph_meta = None
+    graph_meta: list[dict[str, Any]] = []
+    finish_graphs = None
     if edges_dir is not None or any(c in GRAPH_STAGE_COLUMNS for c in cols):
-        # [T, N] panels from the full-history returns: computed once, before the stock chunks
-        graph_meta = _graph_stage(root, window, edges_dir)
-    n_rows = 0
-    n_chunks = max(1, -(-grid.N // chunk_size))
+        # the correlations start now, beside the first chunk's work; the rest after its non-graph columns
+        finish_graphs = _start_graph_stage(root, window, edges_dir)
+    # the graph-stage columns are computed last in each chunk, so the first chunk waits as late as it can
+    compute_order = [c for c in cols if c not in GRAPH_STAGE_COLUMNS] + [
+        c for c in cols if c in GRAPH_STAGE_COLUMNS
+    ]
+    # chunk 0 is small: it only has to fill the root's cross-sectional caches, and its columns wait in memory
+    # beside the root's full-width inputs until the graph stage is done
+    first = min(chunk_size, FIRST_CHUNK)
+    bounds = [0, *range(first, grid.N, chunk_size), grid.N] if grid.N > first else [0, grid.N]
+    n_chunks = len(bounds) - 1
     from etl.store import select_rows, to_series
 
     years = grid.dates.astype("datetime64[Y]").astype(int) + 1970
-    for k in range(n_chunks):
-        lo, hi = k * chunk_size, min(grid.N, (k + 1) * chunk_size)
-        ctx = root.chunk(lo, hi)
+
+    def emit_chunk(k: int) -> int:
+        """Compute stock chunk k and hand its rows to `sink`, one frame per year; the row count."""
+        ctx = root.chunk(bounds[k], bounds[k + 1])
+        if k == 0:
+            for c in compute_order:
+                if c not in GRAPH_STAGE_COLUMNS:
+                    ctx.column(c)
+            # every cross-sectional statistic is cached now: the root's full-width columns can go before
+            # the graph stage allocates its columns and edges
+            root.trim()
+            if finish_graphs is not None:
+                graph_meta.append(finish_graphs())
         keep_T = xp.ascontiguousarray((ctx.panel("universe") & window_x).T)  # [n, T]: (Code, Date) order
+        n = 0
         for year in np.unique(years[window]):
             # one frame per year: the store's partition, and a tenth of the chunk's rows in memory at once
             keep_y = keep_T & xp.asarray(years == year)[None, :]
@@ -226,21 +252,34 @@ def run(
             rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
             if rows.shape[0] == 0:
                 continue
-            data = [
-                pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
-                pl.Series("Date", grid.dates[rows]).cast(pl.Date),
-            ]
-            for c in cols:
-                data.append(to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy)))
-            frame = pl.DataFrame(data)
-            n_rows += frame.height
+            series = {
+                c: to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy))
+                for c in compute_order
+            }
+            frame = pl.DataFrame(
+                [
+                    pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
+                    pl.Series("Date", grid.dates[rows]).cast(pl.Date),
+                    *(series[c] for c in cols),
+                ]
+            )
+            del series
+            n += frame.height
             sink(frame, k)
-            del frame, data
-        del ctx
-        if k == 0:
-            root.trim()  # the cross-sectional statistics are cached now; full-width columns can go
-        if progress is not None:
-            progress(k + 1, n_chunks)
+        return n
+
+    # chunk 0 alone, beside the graph stage; the other chunks only read the root and run on `workers` threads
+    n_rows = emit_chunk(0)
+    if progress is not None:
+        progress(1, n_chunks)
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="etl-chunk")
+    try:
+        for done, rows in enumerate(pool.map(emit_chunk, range(1, n_chunks)), start=2):
+            n_rows += rows
+            if progress is not None:
+                progress(done, n_chunks)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return BuildResult(
         columns=cols,
         rows=n_rows,
@@ -248,39 +287,52 @@ def run(
         sessions=int(window.sum()),
         missing=sorted(root.missing),
         seconds=time.perf_counter() - t0,
-        graph=graph_meta,
+        graph=graph_meta[0] if graph_meta else None,
     )
 
 
-def _graph_stage(root: FeatureContext, window: np.ndarray, edges_dir: str | Path | None) -> dict[str, Any]:
-    """Run the graph stage on the root; write the window's edges to `edges_dir`; return catalog metadata."""
-    from etl.features.graph_columns import graph_state
+def _start_graph_stage(
+    root: FeatureContext, window: np.ndarray, edges_dir: str | Path | None
+) -> Callable[[], dict[str, Any]]:
+    """Start the graph stage's correlations (a background thread on NumPy); return `finish() -> catalog
+    metadata`, which runs the metrics and writes the edge file.
+
+    The edge file needs the window's universe, Sector33 and market panels: read here, in this thread. On
+    CuPy the correlations run here and now: the device serialises the work anyway and it takes seconds.
+    """
+    from etl.features.graph_columns import start_graph_stage
     from etl.graph import EDGES_FILE, GraphBuild, UndirectedEdges, write_graph_edges
 
     xp = root.xp
-    state = graph_state(root)
     cfg = root.params.graph
-    meta: dict[str, Any] = dataclasses.asdict(cfg)
-    if edges_dir is not None and state.edges is not None:
-        w0, w1 = int(np.argmax(window)), int(window.size - np.argmax(window[::-1]))
-        e = state.edges
-        keep = (e.t_E >= w0) & (e.t_E < w1)
-        edges = UndirectedEdges(e.t_E[keep] - w0, e.i_E[keep], e.j_E[keep], e.rho_E[keep])
+    w0, w1 = int(np.argmax(window)), int(window.size - np.argmax(window[::-1]))
+    panels = None
+    if edges_dir is not None:
         market = root["MarketCode"]
-        path = write_graph_edges(
-            edges_dir,
-            GraphBuild({}, None, edges),
+        panels = (
             root.panel("universe")[w0:w1],
             root["sector33_id"][w0:w1],
             (market.codes if isinstance(market, Labels) else market)[w0:w1],
-            xp,
-            dates=[str(d) for d in root.grid.dates[w0:w1]],
         )
+    dates = [str(d) for d in root.grid.dates[w0:w1]]
+
+    def write_edges(build: GraphBuild) -> dict[str, Any]:
+        meta: dict[str, Any] = dataclasses.asdict(cfg)
+        if panels is None:
+            return meta
+        e = build.edges
+        keep = (e.t_E >= w0) & (e.t_E < w1)
+        if not bool(keep.all()):  # the stage starts at w0 and the grid ends at w1: usually no copy needed
+            e = UndirectedEdges(e.t_E[keep], e.i_E[keep], e.j_E[keep], e.rho_E[keep])
+        edges = UndirectedEdges(e.t_E - w0, e.i_E, e.j_E, e.rho_E)
+        path = write_graph_edges(edges_dir, GraphBuild({}, None, edges), *panels, xp, dates=dates)
         with np.load(path) as f:
             epad = int(json.loads(str(f["meta"]))["epad"])
         meta.update(edges_file=EDGES_FILE, epad=epad, edges=int(edges.t_E.shape[0]), edge_dates=w1 - w0)
-    state.edges = None  # written (or not wanted): the chunks need only the columns
-    return meta
+        return meta
+
+    finish = start_graph_stage(root, background=xp is np)
+    return lambda: finish(write_edges)
 
 
 def build_frame(raw: Mapping[str, pl.DataFrame], **kwargs: Any) -> pl.DataFrame:
@@ -301,11 +353,15 @@ def build_store(
     progress: Callable[[int, int], None] | None = None,
     notify: Callable[[str], None] | None = None,
     graph: GraphConfig | None = None,
+    workers: int | None = None,
 ) -> BuildResult:
     """`gogooku etl`: read the raw store, build every registered column and write the feature store.
 
     The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs, etl/graph.py)
-    and `catalog.json` (with the graph config and Epad under "graph").
+    and `catalog.json` (with the graph config and Epad under "graph"). `workers`: chunk threads; by
+    default 2 on a CPU with two or more cores (each holds a chunk's columns: more would strain the 8 GB
+    budget at full scale) and 1 on a GPU, where the device serialises the work. Parquet files are written
+    by a background thread.
     """
     from etl import store
     from etl.backend import resolve_backend
@@ -317,18 +373,27 @@ def build_store(
     backend = resolve_backend(device, notify=notify)  # type: ignore[arg-type]
     source = RawSource(loader=store_loader(raw_dir, backend.polars_engine))
     out = store.prepare(out_dir)
-    result = run(
-        source,
-        lambda frame, k: store.write_chunk(out, frame, k),
-        xp=backend.xp,
-        to_numpy=backend.to_numpy,
-        start=start,
-        end=end,
-        chunk_size=chunk_size,
-        progress=progress,
-        graph=graph,
-        edges_dir=out,
-    )
+    if workers is None:
+        workers = 1 if backend.device == "gpu" else min(2, os.cpu_count() or 1)
+    writer = store.ChunkWriter(out)
+    try:
+        result = run(
+            source,
+            writer,
+            xp=backend.xp,
+            to_numpy=backend.to_numpy,
+            start=start,
+            end=end,
+            chunk_size=chunk_size,
+            progress=progress,
+            graph=graph,
+            edges_dir=out,
+            workers=workers,
+        )
+    except BaseException:
+        writer.close(raise_error=False)  # the build's own error is the one to report
+        raise
+    writer.close()
     meta = {
         "device": backend.device,
         "raw_dir": str(raw_dir),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +57,22 @@ def to_series(name: str, dtype: str, values: Any) -> pl.Series:
     return pl.Series(name, np.round(arr), nan_to_null=True).cast(POLARS_DTYPES[dtype])
 
 
-_SELECTION: list[Any] = [None, None]  # [mask, flat indices]: the last mask's positions, reused per column
+_SELECTION = threading.local()  # .mask, .flat: the last mask's positions, reused per column (per thread)
 
 
 def _flat_positions(keep_T: Any) -> Any:
     """Positions in a C-ordered [T, n] array of the True cells of `keep_T` ([n, T]), in (Code, Date) order.
 
     The pipeline selects every column of a chunk with the same mask, so the positions are found once per
-    mask (held here, so its identity cannot be reused) and each column is a single gather of its kept cells
-    instead of a boolean scan of the whole strided [T, n] array.
+    mask (held here, per thread, so its identity cannot be reused) and each column is a single gather of
+    its kept cells instead of a boolean scan of the whole strided [T, n] array.
     """
-    if _SELECTION[0] is not keep_T:
+    if getattr(_SELECTION, "mask", None) is not keep_T:
         xp = array_namespace(keep_T)
         n, T = keep_T.shape
         stock, row = xp.divmod(xp.flatnonzero(keep_T), T)
-        _SELECTION[:] = [keep_T, row * n + stock]
-    return _SELECTION[1]
+        _SELECTION.mask, _SELECTION.flat = keep_T, row * n + stock
+    return _SELECTION.flat
 
 
 def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
@@ -118,6 +120,41 @@ def write_chunk(out: Path, frame: pl.DataFrame, chunk: int) -> list[Path]:
         part.write_parquet(path, compression="zstd", statistics=True)
         paths.append(path)
     return paths
+
+
+class ChunkWriter:
+    """`write_chunk` in a background thread: Polars compresses and writes one frame while the caller
+    computes the next (Parquet writing releases the GIL). At most `depth` frames wait; `close()` waits for
+    the last one and re-raises the first write error (also raised by the next `__call__`)."""
+
+    def __init__(self, out: Path, depth: int = 2) -> None:
+        self.out = out
+        self._queue: queue.Queue[tuple[pl.DataFrame, int] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    write_chunk(self.out, *item)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __call__(self, frame: pl.DataFrame, chunk: int) -> None:
+        self._raise()
+        self._queue.put((frame, chunk))
+
+    def close(self, raise_error: bool = True) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error:
+            self._raise()
 
 
 def write_catalog(out: Path, columns: list[str], meta: dict[str, Any]) -> dict[str, Any]:

@@ -137,15 +137,38 @@ def test_to_series_casts_and_nulls():
 
 
 def test_chunking_does_not_change_values(monkeypatch):
-    """Stock chunks and chunked full-width columns give exactly the single-piece build."""
+    """Stock chunks, chunk threads and chunked full-width columns give exactly the single-piece build."""
     from etl import pipeline
     from etl.features import registry
 
     raw = make_raw()
     whole = pipeline.build_frame(raw, chunk_size=1000)
     monkeypatch.setattr(registry, "FULL_WIDTH_CHUNK", 2)
-    pieces = pipeline.build_frame(raw, chunk_size=3)
+    pieces = pipeline.build_frame(raw, chunk_size=3, workers=3)
     assert whole.equals(pieces)
+
+
+def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
+    """The Parquet writer and the graph stage run in background threads: their errors still end the build."""
+    from etl import pipeline
+    from etl.features import graph_columns
+
+    _write(tmp_path / "raw", make_raw())
+
+    def disk_full(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(store, "write_chunk", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.build_store(tmp_path / "raw", tmp_path / "feat", device="cpu", chunk_size=2)
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        raise MemoryError("graph stage out of memory")
+
+    monkeypatch.setattr(graph_columns, "peer_table", broken)  # the correlations' background thread
+    with pytest.raises(MemoryError, match="graph stage"):
+        pipeline.build_store(tmp_path / "raw", tmp_path / "feat2", device="cpu", chunk_size=2)
 
 
 def test_without_listed_info_and_statements():

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from etl import graph_corr as corr_mod
 from etl import graph_metrics as gm
-from etl.graph import GRAPH_COLUMNS, build_graphs, read_graph_edges, undirected_edges, write_graph_edges
+from etl.graph import (
+    GRAPH_COLUMNS,
+    build_graphs,
+    graph_from_peers,
+    read_graph_edges,
+    undirected_edges,
+    write_graph_edges,
+)
 from etl.graph_corr import peer_table
 from train.config import GraphConfig
 
@@ -305,6 +312,39 @@ def test_chunking_and_repeat_runs_give_identical_results(panel):
             np.testing.assert_array_equal(other.columns[name], build.columns[name], err_msg=name)
         for field in ("t_E", "i_E", "j_E", "rho_E"):
             np.testing.assert_array_equal(getattr(other.edges, field), getattr(build.edges, field))
+
+
+def test_start_skips_early_dates_and_keeps_the_rest(panel):
+    """`start` builds only dates >= start: identical columns and edges there; NaN and no edges before;
+    float32 output columns hold the float64 values exactly where the store dtype is integer."""
+    returns, rows, build = panel
+    start = 37
+    late = build_graphs(returns, rows, CFG, np, dtype="float64", start=start, out_dtype="float32")
+    for name, store_dtype in GRAPH_COLUMNS:
+        assert np.isnan(late.columns[name][:start]).all(), name
+        want = build.columns[name][start:]
+        got = late.columns[name][start:]
+        if store_dtype.startswith("i"):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=name)
+    assert not late.is_graph_valid_TN[:start].any()
+    keep = build.edges.t_E >= start
+    for field in ("t_E", "i_E", "j_E", "rho_E"):
+        np.testing.assert_array_equal(getattr(late.edges, field), getattr(build.edges, field)[keep])
+    nothing = build_graphs(returns, rows, CFG, np, start=returns.shape[0])
+    assert nothing.edges.t_E.size == 0 and np.isnan(nothing.columns["graph_degree"]).all()
+
+
+def test_metrics_on_threads_from_a_peer_table_equal_the_pipelined_build(panel):
+    """`graph_from_peers` (the ETL's split form, metric chunks on threads) gives exactly `build_graphs`."""
+    returns, rows, build = panel
+    peers = peer_table(returns, rows, CFG, np, dtype="float64")
+    split = graph_from_peers(peers, np, nodes_per_chunk=30, threads=3)
+    for name, _ in GRAPH_COLUMNS:
+        np.testing.assert_array_equal(split.columns[name], build.columns[name], err_msg=name)
+    for field in ("t_E", "i_E", "j_E", "rho_E"):
+        np.testing.assert_array_equal(getattr(split.edges, field), getattr(build.edges, field))
 
 
 def test_float32_build_close_to_float64(panel):
