@@ -370,6 +370,9 @@ def build_store(
         raise GogookuError(
             f"raw store {raw_dir} does not exist; run `gogooku synth` or `gogooku fetch` first"
         )
+    for name, value in (("--chunk", chunk_size), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise GogookuError(f"{name} must be at least 1, got {value}")
     backend = resolve_backend(device, notify=notify)  # type: ignore[arg-type]
     source = RawSource(loader=store_loader(raw_dir, backend.polars_engine))
     out = store.prepare(out_dir)

@@ -116,6 +116,15 @@ def test_missing_raw_store_is_a_user_error(tmp_path):
     assert result.exit_code == 2 and "does not exist" in _flat(result.output)
 
 
+@pytest.mark.parametrize("flag", ["--chunk", "--workers"])
+def test_zero_chunk_or_workers_is_a_user_error(tmp_path, flag):
+    _write(tmp_path / "raw", make_raw())
+    result = runner.invoke(
+        app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "f"), flag, "0"]
+    )
+    assert result.exit_code == 2 and f"{flag} must be at least 1, got 0" in _flat(result.output)
+
+
 def test_start_end_window_keeps_history_for_windows(tmp_path):
     from etl import pipeline
 

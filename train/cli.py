@@ -151,6 +151,13 @@ def etl(
     start: Annotated[str | None, typer.Option(help="First dataset date, YYYY-MM-DD (default: all).")] = None,
     end: Annotated[str | None, typer.Option(help="Last dataset date, YYYY-MM-DD (default: all).")] = None,
     chunk: Annotated[int, typer.Option(help="Stocks per chunk (memory vs speed).")] = 128,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Chunk threads (default: 2 on a CPU with two or more cores, 1 on a GPU); each holds a "
+            "chunk's columns, so more threads need more memory."
+        ),
+    ] = None,
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:
@@ -172,6 +179,7 @@ def etl(
             start=start,
             end=end,
             chunk_size=chunk,
+            workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             notify=lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False),
             graph=cfg.graph,
