@@ -1,7 +1,7 @@
 """Benchmark `gogooku etl`: wall time, peak RSS and rows/s of the full build, plus ten representative features
 computed on [T, N] panels vs the same ten as Polars `.over("Code")` expressions, in the same run.
 
-    python bench/etl.py --raw data/raw --out /tmp/bench_features [--device cpu|gpu] [--chunk 128]
+    python bench/etl.py --raw data/raw --out /tmp/bench_features [--device cpu|gpu] [--chunk N] [--workers N]
 
 Prints one JSON object. CPU seconds count every thread of the process (the graph stage and the Parquet
 writer run beside the chunk loop); the load average is the box's at the end of the build (it is shared).
@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--chunk", type=int, default=128)
+    ap.add_argument("--chunk", type=int, default=None, help="stocks per chunk (default: build_store's)")
     ap.add_argument("--workers", type=int, default=None, help="chunk threads (default: build_store's)")
     ap.add_argument("--skip-build", action="store_true", help="only the ten-feature comparison")
     ap.add_argument("--skip-compare", action="store_true", help="only the build")

@@ -150,7 +150,10 @@ def etl(
     device: Annotated[str | None, typer.Option(help="auto, cpu or gpu (default: config device).")] = None,
     start: Annotated[str | None, typer.Option(help="First dataset date, YYYY-MM-DD (default: all).")] = None,
     end: Annotated[str | None, typer.Option(help="Last dataset date, YYYY-MM-DD (default: all).")] = None,
-    chunk: Annotated[int, typer.Option(help="Stocks per chunk (memory vs speed).")] = 128,
+    chunk: Annotated[
+        int | None,
+        typer.Option(help="Stocks per chunk, memory vs speed (default: 128 on a CPU, 1,024 on a GPU)."),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
