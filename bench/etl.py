@@ -13,8 +13,10 @@ the same formulas.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import platform
+import pstats
 import resource
 import sys
 import time
@@ -136,6 +138,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="chunk threads (default: build_store's)")
     ap.add_argument("--skip-build", action="store_true", help="only the ten-feature comparison")
     ap.add_argument("--skip-compare", action="store_true", help="only the build")
+    ap.add_argument("--profile", help="write the build's cProfile top 60 (cumulative) to this file")
     args = ap.parse_args()
 
     from etl.backend import resolve_backend
@@ -150,7 +153,14 @@ def main() -> None:
     }
     if not args.skip_build:
         cpu0 = cpu_seconds()
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            profiler.enable()
         res = build_store(args.raw, args.out, device=args.device, chunk_size=args.chunk, workers=args.workers)
+        if profiler is not None:
+            profiler.disable()
+            with open(args.profile, "w") as f:
+                pstats.Stats(profiler, stream=f).sort_stats("cumulative").print_stats(60)
         report |= {
             "build_seconds": round(res.seconds, 1),
             "build_cpu_seconds": round(cpu_seconds() - cpu0, 1),

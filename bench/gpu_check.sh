@@ -37,9 +37,10 @@ bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_N
 }
 bench graph 40 bench/graph.py --device gpu
 wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
-# the GPU defaults (1,024-stock chunks, one chunk thread), then 128-stock chunks (the 2026-11-26 default: 84 s
-# on an H200) beside it; `--workers 2` is the next thing to try
-bench etl 80 bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare
+# the GPU defaults (1,024-stock chunks, one chunk thread) under cProfile (where the host waits), then 128-stock
+# chunks (the 2026-11-26 default: 84 s on an H200) beside it; `--workers 2` is the next thing to try
+bench etl 90 bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare \
+  --profile "$OUT/etl_gpu_profile.txt"
 bench etl 100 bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare --chunk 128
 bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
 log "done"

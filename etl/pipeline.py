@@ -273,14 +273,16 @@ def run(
     n_rows = emit_chunk(0)
     if progress is not None:
         progress(1, n_chunks)
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="etl-chunk")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="etl-chunk") if workers > 1 else None
     try:
-        for done, rows in enumerate(pool.map(emit_chunk, range(1, n_chunks)), start=2):
+        rest = range(1, n_chunks)
+        for done, rows in enumerate(pool.map(emit_chunk, rest) if pool else map(emit_chunk, rest), start=2):
             n_rows += rows
             if progress is not None:
                 progress(done, n_chunks)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return BuildResult(
         columns=cols,
         rows=n_rows,
