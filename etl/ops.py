@@ -308,7 +308,9 @@ def rolling_corr(x: Any, y: Any, w: int, min_periods: int | None = None) -> Any:
 
 
 def rolling_beta(y: Any, x: Any, w: int, min_periods: int | None = None) -> Any:
-    """cov_w(y, x) / var_w(x) over the same paired rows (= talib.BETA(x, y, w)); NaN if x is flat."""
+    """cov_w(y, x) / var_w(x) over the same paired rows; NaN if x is flat.
+
+    With x, y one-period simple returns this is talib.BETA(x_prices, y_prices, w): TA-Lib takes prices."""
     xp = array_namespace(x)
     mp = w if min_periods is None else min_periods
     n, _, _, _, qx, c = _pair_moments(y, x, w)

@@ -87,11 +87,19 @@ def test_rolling_cov_corr_beta_match_pandas_pairs():
         np.testing.assert_allclose(ops.rolling_corr(x, y, 20, 15)[:, j], corr, rtol=1e-7, atol=1e-9)
         beta = cov / xs.rolling(20, min_periods=15).var().values
         np.testing.assert_allclose(ops.rolling_beta(y, x, 20, 15)[:, j], beta, rtol=1e-7)
-    r, m = np.diff(np.log(x[:, :1]), axis=0), np.diff(np.log(y[:, :1]), axis=0)
-    mask = ~np.isnan(r[:, 0]) & ~np.isnan(m[:, 0])
-    ref = talib.BETA(m[mask, 0], r[mask, 0], 60) if mask.all() else None
-    if ref is not None:
-        np.testing.assert_allclose(ops.rolling_beta(r, m, 60, 60)[:, 0], ref, rtol=1e-8)
+
+
+def test_rolling_beta_matches_talib_on_prices():
+    """TA-Lib's BETA takes price series and regresses their one-period simple returns (x first)."""
+    rng = np.random.default_rng(5)
+    m_ret = rng.normal(0, 0.01, 299)
+    m_px = 100 * np.cumprod(np.r_[1.0, 1 + m_ret])
+    s_px = 50 * np.cumprod(np.r_[1.0, 1 + 0.8 * m_ret + rng.normal(0, 0.01, 299)])
+    r, m = s_px[1:] / s_px[:-1] - 1, m_px[1:] / m_px[:-1] - 1
+    ref = talib.BETA(m_px, s_px, 60)[1:]  # value at price t uses the 60 returns ending at t
+    ours = ops.rolling_beta(r[:, None], m[:, None], 60, 60)[:, 0]
+    assert np.isnan(ours[:59]).all() and np.isnan(ref[:59]).all()
+    np.testing.assert_allclose(ours[59:], ref[59:], rtol=1e-8)
 
 
 def test_rolling_z_hand_and_flat_rule():

@@ -152,7 +152,7 @@ def etl(
     end: Annotated[str | None, typer.Option(help="Last dataset date, YYYY-MM-DD (default: all).")] = None,
     chunk: Annotated[
         int | None,
-        typer.Option(help="Stocks per chunk, memory vs speed (default: 128 on a CPU, 1,024 on a GPU)."),
+        typer.Option(help="Stocks per chunk, memory vs speed (default: 64 on a CPU, 1,024 on a GPU)."),
     ] = None,
     workers: Annotated[
         int | None,
