@@ -199,10 +199,11 @@ def run(
 ) -> BuildResult:
     """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`.
 
-    The graph stage (`graph`: window, min_obs, threshold, k) runs once over all stocks, in a background
-    thread on NumPy, beside the first chunk; with `edges_dir` its edges for the dataset window are written
-    there (`graph_edges.npz`). Chunks after the first run on `workers` threads (NumPy releases the GIL in
-    its array loops), so `sink` must be thread-safe; the results do not depend on `workers`.
+    The graph stage (`graph`: window, min_obs, threshold, k) runs once over all stocks: on NumPy its
+    correlations in a background thread beside the first chunk, its metrics (two threads) once that chunk's
+    other columns are done; with `edges_dir` its edges for the dataset window are written there
+    (`graph_edges.npz`). Chunks after the first run on `workers` threads (NumPy releases the GIL in its
+    array loops), so `sink` must be thread-safe; the results do not depend on `workers`.
     """
     t0 = time.perf_counter()
     source = raw if isinstance(raw, RawSource) else RawSource(loader=lambda e: raw.get(e))
@@ -219,10 +220,6 @@ def run(
     if edges_dir is not None or any(c in GRAPH_STAGE_COLUMNS for c in cols):
         # the correlations start now, beside the first chunk's work; the rest after its non-graph columns
         finish_graphs = _start_graph_stage(root, window, edges_dir)
-    # the graph-stage columns are computed last in each chunk, so the first chunk waits as late as it can
-    compute_order = [c for c in cols if c not in GRAPH_STAGE_COLUMNS] + [
-        c for c in cols if c in GRAPH_STAGE_COLUMNS
-    ]
     # chunk 0 is small: it only has to fill the root's cross-sectional caches, and its columns wait in memory
     # beside the root's full-width inputs until the graph stage is done
     first = min(chunk_size, FIRST_CHUNK)
@@ -236,7 +233,7 @@ def run(
         """Compute stock chunk k and hand its rows to `sink`, one frame per year; the row count."""
         ctx = root.chunk(bounds[k], bounds[k + 1])
         if k == 0:
-            for c in compute_order:
+            for c in cols:
                 if c not in GRAPH_STAGE_COLUMNS:
                     ctx.column(c)
             # every cross-sectional statistic is cached now: the root's full-width columns can go before
@@ -253,18 +250,13 @@ def run(
             rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
             if rows.shape[0] == 0:
                 continue
-            series = {
-                c: to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy))
-                for c in compute_order
-            }
             frame = pl.DataFrame(
                 [
                     pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
                     pl.Series("Date", grid.dates[rows]).cast(pl.Date),
-                    *(series[c] for c in cols),
+                    *(to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy)) for c in cols),
                 ]
             )
-            del series
             n += frame.height
             sink(frame, k)
         return n
