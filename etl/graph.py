@@ -9,6 +9,7 @@ feature store. The stock axis must be sorted by Code (the tie and component-orde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 from collections.abc import Callable
@@ -212,6 +213,9 @@ def graph_from_peers(
             parts = list(pool.map(metrics, ranges))
     else:
         parts = [metrics(r) for r in ranges]
+    # the top-k table is spent: where the caller passed the only reference, its ~0.4 GB (full market) is
+    # freed before the edges are concatenated
+    peers = dataclasses.replace(peers, nbr_TNK=None, rho_TNK=None)
     return _assemble(peers, columns, parts, xp, out_dtype, start)
 
 
@@ -223,9 +227,11 @@ def _assemble(
         parts.append(undirected_edges(peers, xp, start, start))
     columns["peer_count"] = xp.where(peers.node_TN, peers.peer_count_TN, xp.nan).astype(out_dtype)
     columns["peer_corr_mean"] = peers.peer_corr_mean_TN.astype(out_dtype, copy=False)
-    edges = UndirectedEdges(
-        *(xp.concatenate([getattr(p, f) for p in parts]) for f in ("t_E", "i_E", "j_E", "rho_E"))
-    )
+    # field by field, each chunk's array dropped once copied: the peak is one field above the parts
+    fields = [dict(vars(p)) for p in parts]
+    parts.clear()
+    names = ("t_E", "i_E", "j_E", "rho_E")
+    edges = UndirectedEdges(*(xp.concatenate([f.pop(name) for f in fields]) for name in names))
     return GraphBuild(columns, peers.node_TN, edges)
 
 

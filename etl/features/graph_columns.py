@@ -91,14 +91,14 @@ def start_graph_stage(
     returns_TN, row_mask_TN = graph_inputs(root)
     cfg, xp, start = root.params.graph, root.xp, first_built_date(root)
     t_len, n = returns_TN.shape
-    peers = empty_peer_table(t_len, n, cfg.k, xp, "float32")
+    table = [empty_peer_table(t_len, n, cfg.k, xp, "float32")]  # finish() hands over the only reference
     done: Future = Future()
 
     def correlations() -> None:
         try:
             with blas_threads(1):
-                peer_table(returns_TN, row_mask_TN, cfg, xp, out=peers, start=start)
-            done.set_result(peers)
+                peer_table(returns_TN, row_mask_TN, cfg, xp, out=table[0], start=start)
+            done.set_result(None)
         except BaseException as exc:  # surfaced by finish()
             done.set_exception(exc)
 
@@ -108,8 +108,9 @@ def start_graph_stage(
         correlations()
 
     def finish(on_build: Callable[[GraphBuild], Any]) -> Any:
+        done.result()
         build = graph_from_peers(
-            done.result(), xp, out_dtype="float32", start=start, threads=threads if background else 1
+            table.pop(), xp, out_dtype="float32", start=start, threads=threads if background else 1
         )
         result = on_build(build)
         state = _state(build, xp)
