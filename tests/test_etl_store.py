@@ -157,6 +157,26 @@ def test_chunking_does_not_change_values(monkeypatch):
     assert whole.equals(pieces)
 
 
+def test_graph_stage_in_the_callers_thread_gives_the_same_store(monkeypatch):
+    """The GPU form of the graph stage (no background thread, metrics on one thread) equals the CPU form."""
+    from etl import pipeline
+    from etl.features import graph_columns
+
+    raw = make_raw()
+    threaded = pipeline.build_frame(raw, chunk_size=4, workers=2)
+    start, calls = graph_columns.start_graph_stage, []
+
+    def inline_stage(root, background):
+        calls.append(background)
+        return start(root, background=False)
+
+    monkeypatch.setattr(graph_columns, "start_graph_stage", inline_stage)
+    inline = pipeline.build_frame(raw, chunk_size=4)
+    assert calls == [True]  # the CPU build asked for the background form and got the inline one
+    assert inline.equals(threaded)
+    assert inline["graph_degree"].null_count() < inline.height  # the graph columns were built
+
+
 def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
     """The Parquet writer and the graph stage run in background threads: their errors still end the build."""
     from etl import pipeline
