@@ -189,7 +189,9 @@ def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig,
     `bufs` = (rho, |rho|, peer mask) workspaces of shape [D, r1 - r0, N]; `out` = (nbr [D, B, k],
     rho [D, B, k]) views of the table, written in place. With threshold > 0 the |rho| buffer is multiplied
     by the peer mask in place: one pass gives both the masked sum and an argmax input whose non-peers (0)
-    sort below every peer, so no separate product buffer is streamed through."""
+    sort below every peer, so no separate product buffer is streamed through. The |rho| sum accumulates in
+    float64: for float32 |rho| that sum is exact, so peer_corr_mean does not depend on the summation order,
+    which follows N (a build with `--start` has fewer stocks in its grid and gave last-bit differences)."""
     k, thr = cfg.k, cfg.threshold
     rho_DBN, a_DBN, peer_DBN = bufs
     nbr_DBK, rho_DBK = out
@@ -206,9 +208,9 @@ def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig,
     cnt_DB = peer_DBN.sum(axis=-1, dtype=xp.int32)
     if thr > 0:
         xp.multiply(a_DBN, peer_DBN, out=a_DBN)  # non-peers become 0 (or -0.0): below every peer
-        tot_DB = a_DBN.sum(axis=-1).astype(xp.float64)
+        tot_DB = a_DBN.sum(axis=-1, dtype=xp.float64)
     else:  # at threshold 0 a peer can have |rho| = 0: keep the -1 marks for the argmax
-        tot_DB = xp.where(peer_DBN, a_DBN, 0.0).sum(axis=-1, dtype=a_DBN.dtype).astype(xp.float64)
+        tot_DB = xp.where(peer_DBN, a_DBN, 0.0).sum(axis=-1, dtype=xp.float64)
     d_idx, b_idx = xp.ogrid[: a_DBN.shape[0], : a_DBN.shape[1]]
     for slot in range(k):
         j_DB = xp.argmax(a_DBN, axis=-1)

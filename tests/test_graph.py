@@ -347,6 +347,25 @@ def test_metrics_on_threads_from_a_peer_table_equal_the_pipelined_build(panel):
         np.testing.assert_array_equal(getattr(split.edges, field), getattr(build.edges, field))
 
 
+def test_peer_statistics_do_not_depend_on_other_non_nodes():
+    """Stocks that are never nodes (a wider grid, e.g. a build without --start) change nothing for the others:
+    float32 |rho| sums are accumulated exactly, whatever the row length."""
+    rng = np.random.default_rng(11)
+    t_len, n = 70, 300
+    common = rng.standard_normal((t_len, 1))
+    r = 0.6 * common + rng.standard_normal((t_len, n))
+    rows = np.ones((t_len, n), dtype=bool)
+    extra = 77  # never nodes: no returns
+    r_wide = np.concatenate([r, np.full((t_len, extra), np.nan)], axis=1)
+    rows_wide = np.concatenate([rows, np.zeros((t_len, extra), dtype=bool)], axis=1)
+    cfg = GraphConfig(window=60, min_obs=40, threshold=0.1, k=4)
+    narrow = peer_table(r, rows, cfg, np, dtype="float32")
+    wide = peer_table(r_wide, rows_wide, cfg, np, dtype="float32")
+    np.testing.assert_array_equal(wide.peer_corr_mean_TN[:, :n], narrow.peer_corr_mean_TN)
+    np.testing.assert_array_equal(wide.peer_count_TN[:, :n], narrow.peer_count_TN)
+    np.testing.assert_array_equal(wide.nbr_TNK[:, :n], narrow.nbr_TNK)
+
+
 def test_float32_build_close_to_float64(panel):
     returns, rows, build = panel
     b32 = build_graphs(returns, rows, CFG, np, dtype="float32")
