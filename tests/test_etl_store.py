@@ -143,6 +143,14 @@ def test_to_series_casts_and_nulls():
     assert f.to_list() == [None, 1.5, None]
     t = store.to_series("s", "str", (np.array([1.0, np.nan]), ("a", "b")))
     assert t.to_list() == ["b", None]
+    # a null first value (an empty Sector33 field on a chunk's first row) once failed: Object dtype
+    first_null = store.to_series("s", "str", (np.array([np.nan, 0.0, 1.0]), ("a", "b")))
+    assert first_null.dtype == pl.String and first_null.to_list() == [None, "a", "b"]
+    assert store.to_series("s", "str", (np.array([np.nan, np.nan]), ())).to_list() == [None, None]
+    big = store.to_series("n", "i16", np.array([np.nan, 2.5, 3.5, -np.inf, 30000.0]))
+    assert big.dtype == pl.Int16 and big.to_list() == [None, 2, 4, None, 30000]  # half to even, as np.round
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        store.to_series("n", "i8", np.array([1.0, 300.0]))
 
 
 def test_chunking_does_not_change_values(monkeypatch):
