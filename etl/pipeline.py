@@ -311,10 +311,9 @@ def _start_graph_stage(
         )
     dates = [str(d) for d in root.grid.dates[w0:w1]]
 
-    def write_edges(build: GraphBuild) -> dict[str, Any]:
-        meta: dict[str, Any] = dataclasses.asdict(cfg)
-        if panels is None:
-            return meta
+    meta: dict[str, Any] = dataclasses.asdict(cfg)
+
+    def write_edges(build: GraphBuild) -> None:
         e = build.edges
         keep = (e.t_E >= w0) & (e.t_E < w1)
         if not bool(keep.all()):  # the stage starts at w0 and the grid ends at w1: usually no copy needed
@@ -324,10 +323,14 @@ def _start_graph_stage(
         with np.load(path) as f:
             epad = int(json.loads(str(f["meta"]))["epad"])
         meta.update(edges_file=EDGES_FILE, epad=epad, edges=int(edges.t_E.shape[0]), edge_dates=w1 - w0)
-        return meta
 
     finish = start_graph_stage(root, background=xp is np)
-    return lambda: finish(write_edges)
+
+    def finish_and_write() -> dict[str, Any]:
+        finish(write_edges if panels is not None else None)
+        return meta
+
+    return finish_and_write
 
 
 def build_frame(raw: Mapping[str, pl.DataFrame], **kwargs: Any) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""§4.13 graph columns and is_graph_valid (#385) in the registry: one `build_graphs` call on the root.
+"""§4.13 graph columns and is_graph_valid (#385) in the registry: one graph stage on the root.
 
 The graph of day t needs every stock's returns over the window, so the stage runs once on the full-width
 `returns_1d` panel (masked to universe rows: the values the store holds) with `ctx.params.graph`; chunks slice
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from etl.features.registry import FeatureContext, feature, features
-from etl.graph import GRAPH_COLUMNS, GraphBuild, UndirectedEdges, build_graphs, graph_from_peers
+from etl.graph import GRAPH_COLUMNS, GraphBuild, graph_from_peers
 from etl.graph_corr import blas_threads, empty_peer_table, peer_table
 
 GRAPH_NAMES = [name for name, _ in GRAPH_COLUMNS]
@@ -45,48 +45,29 @@ def graph_inputs(ctx: FeatureContext) -> tuple[Any, Any]:
 
 @dataclasses.dataclass
 class GraphState:
-    """The memoised stage: float32 column panels, is_graph_valid, the edges (None once written)."""
+    """The memoised stage: float32 column panels and is_graph_valid (the edges are written, not kept)."""
 
     columns: dict[str, Any]
     is_graph_valid_TN: Any
-    edges: UndirectedEdges | None
-
-
-def _state(build: GraphBuild, xp: Any) -> GraphState:
-    cols = {name: build.columns[name].astype(xp.float32, copy=False) for name in GRAPH_NAMES}
-    return GraphState(cols, build.is_graph_valid_TN, build.edges)
 
 
 def graph_state(ctx: FeatureContext) -> GraphState:
-    """The graph stage over all stocks, computed once and memoised on the root (where the pipeline puts the
-    result of `start_graph_stage` before any chunk reads a graph column)."""
-    root, xp = ctx.full, ctx.xp
-
-    def make() -> GraphState:
-        returns_TN, row_mask_TN = graph_inputs(root)
-        build = build_graphs(
-            returns_TN,
-            row_mask_TN,
-            root.params.graph,
-            xp,
-            out_dtype="float32",
-            start=first_built_date(root),
-        )
-        return _state(build, xp)
-
-    return root.cached(_KEY, make)
+    """The graph stage over all stocks, computed once and memoised on the root. The pipeline runs it itself
+    (`start_graph_stage`) before any chunk reads a graph column; elsewhere it runs here, in one thread."""
+    root = ctx.full
+    return root.cached(_KEY, lambda: start_graph_stage(root, background=False)())
 
 
 def start_graph_stage(
     root: FeatureContext, *, background: bool, threads: int = 2
-) -> Callable[[Callable[[GraphBuild], Any]], Any]:
-    """Start the peer table (the correlations) on the root's inputs; return `finish(on_build)`.
+) -> Callable[[Callable[[GraphBuild], None] | None], GraphState]:
+    """Start the peer table (the correlations) on the root's inputs; return `finish(on_build=None)`.
 
     `background`: the correlations run in a daemon thread (one BLAS thread), beside the caller's own work
     (the first stock chunk), and an error in the caller does not wait minutes for them. `finish` waits for
-    them, runs the metrics on `threads` threads in the caller's, calls `on_build(build)` (the edge file),
-    memoises the columns on the root for `graph_state` and returns `on_build`'s result. The inputs are read
-    here, in the caller's thread: the worker never touches the context (not thread-safe).
+    them, runs the metrics on `threads` threads in the caller's, calls `on_build(build)` (the edge file)
+    and returns the columns, memoised on the root for `graph_state`. The inputs are read here, in the
+    caller's thread: the worker never touches the context (not thread-safe).
     """
     returns_TN, row_mask_TN = graph_inputs(root)
     cfg, xp, start = root.params.graph, root.xp, first_built_date(root)
@@ -107,16 +88,15 @@ def start_graph_stage(
     else:
         correlations()
 
-    def finish(on_build: Callable[[GraphBuild], Any]) -> Any:
+    def finish(on_build: Callable[[GraphBuild], None] | None = None) -> GraphState:
         done.result()
         build = graph_from_peers(
             table.pop(), xp, out_dtype="float32", start=start, threads=threads if background else 1
         )
-        result = on_build(build)
-        state = _state(build, xp)
-        state.edges = None  # written (or not wanted): the chunks need only the columns
-        root.cached(_KEY, lambda: state)
-        return result
+        if on_build is not None:
+            on_build(build)
+        state = GraphState({name: build.columns[name] for name in GRAPH_NAMES}, build.is_graph_valid_TN)
+        return root.cached(_KEY, lambda: state)
 
     return finish
 

@@ -29,38 +29,17 @@ DQ_FIELDS = (
 SQRT252 = float(np.sqrt(252.0))
 
 
-@panel_source(
-    "dq_present",
-    "traded",
-    "Open",
-    "High",
-    "Low",
-    "Close",
-    "Volume",
-    "TurnoverValue",
-    "C_raw",
-    "V_raw",
-    "AdjustmentFactor",
-    full=True,
-)
+DQ_PANELS = ("Open", "High", "Low", "Close", "Volume", "TurnoverValue", "C_raw", "V_raw", "AdjustmentFactor")
+
+
+@panel_source("dq_present", "traded", *DQ_PANELS, full=True)
 def _daily_quotes(ctx: FeatureContext) -> dict:
     xp = ctx.xp
     dq = ctx.raw(DAILY_QUOTES)
     if dq is None:
         nan = ctx.nan()
         none = xp.zeros(ctx.shape, dtype=bool)
-        names = (
-            "Open",
-            "High",
-            "Low",
-            "Close",
-            "Volume",
-            "TurnoverValue",
-            "C_raw",
-            "V_raw",
-            "AdjustmentFactor",
-        )
-        return {"dq_present": none, "traded": none} | {n: nan for n in names}
+        return {"dq_present": none, "traded": none} | {n: nan for n in DQ_PANELS}
     p = pivot(ctx.grid, dq, list(DQ_FIELDS), xp=xp)
     here = present(ctx.grid, dq, xp=xp)
     del dq
