@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import faulthandler
 import json
 import platform
 import pstats
@@ -138,8 +139,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="chunk threads (default: build_store's)")
     ap.add_argument("--skip-build", action="store_true", help="only the ten-feature comparison")
     ap.add_argument("--skip-compare", action="store_true", help="only the build")
-    ap.add_argument("--profile", help="write the build's cProfile top 60 (cumulative) to this file")
+    ap.add_argument(
+        "--profile", help="write the build's cProfile top functions to this file, the raw stats to FILE.prof"
+    )
+    ap.add_argument("--stacks", type=float, help="dump every thread's stack to stderr every SECONDS (hangs)")
     args = ap.parse_args()
+    if args.stacks:
+        faulthandler.dump_traceback_later(args.stacks, repeat=True)
 
     from etl.backend import resolve_backend
     from etl.pipeline import build_store
@@ -156,13 +162,33 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        res = build_store(args.raw, args.out, device=args.device, chunk_size=args.chunk, workers=args.workers)
+        t0 = time.perf_counter()
+        chunks_done: list[float] = []  # seconds from the start at which each stock chunk was handed over
+
+        def progress(done: int, total: int) -> None:
+            chunks_done.append(round(time.perf_counter() - t0, 1))
+            print(f"chunk {done}/{total} done at {chunks_done[-1]} s", file=sys.stderr, flush=True)
+
+        res = build_store(
+            args.raw,
+            args.out,
+            device=args.device,
+            chunk_size=args.chunk,
+            workers=args.workers,
+            progress=progress,
+        )
+        total_s = time.perf_counter() - t0
         if profiler is not None:
             profiler.disable()
+            profiler.dump_stats(args.profile + ".prof")
             with open(args.profile, "w") as f:
-                pstats.Stats(profiler, stream=f).sort_stats("cumulative").print_stats(60)
+                stats = pstats.Stats(profiler, stream=f)
+                stats.sort_stats("cumulative").print_stats(80)
+                stats.sort_stats("tottime").print_stats(50)
         report |= {
             "build_seconds": round(res.seconds, 1),
+            "total_seconds": round(total_s, 1),  # with the last Parquet writes and the catalog
+            "chunks_done_s": chunks_done,
             "build_cpu_seconds": round(cpu_seconds() - cpu0, 1),
             "load_avg_1m": round(__import__("os").getloadavg()[0], 2),
             "peak_rss_gb": round(peak_rss_gb(), 2),

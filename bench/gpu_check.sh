@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine: the GPU tests, then the GPU benchmarks beside their CPU comparison runs.
-# Usage (device tool, from the repo root, carrying the wheels the image lacks in .whl/):
-#   bash bench/gpu_check.sh            # writes gpu_tests.log and bench_*.json under $OUT (or ./gpu_out)
-# Each stage has its own timeout so the whole script ends well inside 8 minutes.
+# One call on a lent GPU machine: the GPU tests, then the GPU benchmarks.
+# Usage (device tool, from the repo root, carrying the wheels the image lacks in .whl/: polars,
+# polars-runtime-32, exchange-calendars and its pure-Python needs, ta-lib, py-spy; see docs/benchmarks.md):
+#   bash bench/gpu_check.sh   # GPU tests beside a full-market synth, then three full-market GPU ETL builds
+#   STAGES="tests graph etl model" ETL_STOCKS=1000 bash bench/gpu_check.sh   # any subset of these stages
+# Results go to $OUT (or ./gpu_out): summary.log, gpu_tests.log, bench_*.json, bench_stderr.log (the builds'
+# chunk timeline), etl_gpu_spy.txt (py-spy raw stacks of the first build, every thread), gpu_usage.csv.
+# Each stage has its own timeout; the defaults end inside 8 minutes (about 4 when all goes well).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -15,32 +19,60 @@ else
   export PYTHONPATH=$PWD
 fi
 PY=${PY:-python3}
+STAGES=" ${STAGES:-tests etl} "
+want() { [[ $STAGES == *" $1 "* ]]; }
 log() { echo "== $(date -u +%T) $*" | tee -a "$OUT/summary.log"; }
 
 log "machine"
 { nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc;
   $PY -c "import jax, cupy, numpy, polars; print('jax', jax.__version__, jax.devices()); print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'polars', polars.__version__)"; } 2>&1 | tee -a "$OUT/summary.log"
 
-# The ETL benchmark needs a raw store: generate a 1,000-stock market on the CPU while the GPU runs the rest
-# (the full market's GPU build did not fit a 180 s stage on 2026-11-26; 1,000 stocks took 84 s on an H200).
-( timeout 200 $PY -m train.cli synth --stocks 1000 --start 2014-01-01 --end 2023-12-31 --seed 0 --out /tmp/raw \
+# The ETL benchmark needs a raw store: generate it on the CPU while the GPU runs the tests (ETL_STOCKS=4000
+# is the full market: about a minute to generate).
+ETL_STOCKS=${ETL_STOCKS:-4000}
+( timeout 200 $PY -m train.cli synth --stocks "$ETL_STOCKS" --start 2014-01-01 --end 2023-12-31 --seed 0 --out /tmp/raw \
     >"$OUT/synth.log" 2>&1; echo "synth rc=$?" >>"$OUT/synth.log" ) &
 SYNTH_PID=$!
 
-log "gpu tests"
-timeout 120 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15 | tee -a "$OUT/summary.log"
+want tests && log "gpu tests" && timeout 120 $PY -m pytest -q -m gpu -p no:cacheprovider ${TESTS:-tests} 2>&1 | tee "$OUT/gpu_tests.log" | tail -15 | tee -a "$OUT/summary.log"
 
 bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_NAME.json
   local name=$1 limit=$2; shift 2
   log "bench $name: $*"
   timeout "$limit" $PY "$@" 2>>"$OUT/bench_stderr.log" | tee -a "$OUT/bench_$name.json" | tail -1 | cut -c1-600 | tee -a "$OUT/summary.log"
 }
-bench graph 40 bench/graph.py --device gpu
+want graph && bench graph 40 bench/graph.py --device gpu
 wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
-# the GPU defaults (1,024-stock chunks, one chunk thread) under cProfile (where the host waits), then 128-stock
-# chunks (the 2026-11-26 default: 84 s on an H200) beside it; `--workers 2` is the next thing to try
-bench etl 90 bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare \
-  --profile "$OUT/etl_gpu_profile.txt"
-bench etl 100 bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare --chunk 128
-bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
+# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;;--workers 2"). "spy": the GPU defaults
+# under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in this
+# run), "profile" the same under cProfile (the main thread only); anything else is options for bench/etl.py
+# ("" = the defaults again, now with CuPy's kernel cache warm). ETL_LIMIT: seconds per build (default 120).
+# GPU memory and utilisation are sampled every 2 s into gpu_usage.csv.
+SPY=/tmp/site/bin/py-spy
+spy_run() {  # spy_run LIMIT ARGS...
+  local limit=$1; shift
+  log "bench etl under py-spy: $*"
+  $PY "$@" --stacks 30 >>"$OUT/bench_etl.json" 2>>"$OUT/bench_stderr.log" &
+  local pid=$!
+  "$SPY" record --pid "$pid" --threads --nonblocking --rate 20 --format raw --duration "$limit" \
+    --output "$OUT/etl_gpu_spy.txt" >/dev/null 2>>"$OUT/bench_stderr.log" || timeout "$limit" tail --pid="$pid" -f /dev/null
+  kill "$pid" 2>/dev/null; wait "$pid"
+  tail -1 "$OUT/bench_etl.json" | cut -c1-600 | tee -a "$OUT/summary.log"
+}
+if want etl; then
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 2000 >"$OUT/gpu_usage.csv" &
+  SMI_PID=$!
+  L=${ETL_LIMIT:-120}
+  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;;--workers 2}"
+  for opts in "${RUNS[@]}"; do
+    args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare)
+    case $opts in
+      profile) bench etl "$L" "${args[@]}" --profile "$OUT/etl_gpu_profile.txt" ;;
+      spy) spy_run "$L" "${args[@]}" ;;
+      *) bench etl "$L" "${args[@]}" $opts ;;
+    esac
+  done
+  kill $SMI_PID
+fi
+want model && bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
 log "done"

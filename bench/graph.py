@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument(
-        "--block-mb", type=int, default=None, help="correlation block budget (default 16 CPU, 2048 GPU)"
+        "--block-mb", type=int, default=None, help="correlation block MB (default 16 CPU, 2048 GPU)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -112,7 +112,6 @@ def main() -> None:
     args = ap.parse_args()
     backend = resolve_backend(args.device)
     xp = backend.xp
-    block_mb = args.block_mb or (2048 if args.device == "gpu" else 16)
 
     t0 = time.perf_counter()
     returns, rows = factor_returns(args.dates, args.stocks, args.seed)
@@ -145,9 +144,7 @@ def main() -> None:
             GraphConfig(),
             xp,
             dtype=args.dtype,
-            block_bytes=block_mb << 20,
-            nodes_per_chunk=(1 << 22) if args.device == "gpu" else (1 << 18),
-            bfs_budget=(4 << 30) if args.device == "gpu" else (16 << 20),
+            block_bytes=args.block_mb << 20 if args.block_mb else None,  # default: the device's work_sizes
             progress=progress,
         )
         nodes = int(build.is_graph_valid_TN.sum())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from etl.errors import GogookuError
-from etl.graph_corr import PeerTable, blas_threads, empty_peer_table, peer_table
+from etl.graph_corr import PeerTable, blas_threads, empty_peer_table, peer_table, work_sizes
 from etl.graph_metrics import METRIC_COLUMNS, union_metrics
 from train.config import GraphConfig
 
@@ -101,9 +101,9 @@ def build_graphs(
     *,
     dtype: str = "float32",
     out_dtype: str = "float64",
-    block_bytes: int = 16 << 20,
-    nodes_per_chunk: int = 1 << 18,
-    bfs_budget: int = 16 << 20,
+    block_bytes: int | None = None,
+    nodes_per_chunk: int | None = None,
+    bfs_budget: int | None = None,
     progress: Callable[[str, int], None] | None = None,
     start: int = 0,
 ) -> GraphBuild:
@@ -115,11 +115,14 @@ def build_graphs(
     a date's graph reads only its own trailing window, so the dates from `start` on are unchanged.
 
     `row_mask_TN`: the stock has a universe row at t. Correlations run in date/row blocks of `block_bytes`;
-    the metrics run on the union of `nodes_per_chunk // N` dates at a time (one call per metric and chunk).
+    the metrics run on the union of `nodes_per_chunk // N` dates at a time (one call per metric and chunk);
+    unset sizes are the device's (`work_sizes`).
     On NumPy the correlations run in a worker thread (one BLAS thread) while this thread computes the metrics
     of the dates already done: the two halves share the CPU instead of taking turns. `progress(stage,
     dates_done)` reports "corr" and "metrics" progress.
     """
+    sizes = work_sizes(xp)
+    nodes_per_chunk, bfs_budget = nodes_per_chunk or sizes.nodes_per_chunk, bfs_budget or sizes.bfs_budget
     returns_TN = xp.asarray(returns_TN)
     row_mask_TN = xp.asarray(row_mask_TN, dtype=bool)
     if returns_TN.ndim != 2 or row_mask_TN.shape != returns_TN.shape:
@@ -189,8 +192,8 @@ def graph_from_peers(
     xp: Any,
     *,
     out_dtype: str = "float64",
-    nodes_per_chunk: int = 1 << 18,
-    bfs_budget: int = 16 << 20,
+    nodes_per_chunk: int | None = None,
+    bfs_budget: int | None = None,
     start: int = 0,
     threads: int = 1,
 ) -> GraphBuild:
@@ -199,7 +202,10 @@ def graph_from_peers(
     The metric chunks (unions of `nodes_per_chunk // N` dates) are independent and write disjoint rows, so
     they run on `threads` threads (NumPy releases the GIL in the large gathers and sorts). The ETL uses this
     form: it computes the peer table beside its first stock chunk and the metrics on both cores afterwards.
+    Unset sizes are the device's (`work_sizes`).
     """
+    sizes = work_sizes(xp)
+    nodes_per_chunk, bfs_budget = nodes_per_chunk or sizes.nodes_per_chunk, bfs_budget or sizes.bfs_budget
     t_len, n = peers.node_TN.shape
     columns = {name: xp.full((t_len, n), xp.nan, dtype=out_dtype) for name, _ in GRAPH_COLUMNS}
     step = max(nodes_per_chunk // max(n, 1), 1)

@@ -199,9 +199,9 @@ def run(
 ) -> BuildResult:
     """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`.
 
-    The graph stage (`graph`: window, min_obs, threshold, k) runs once over all stocks: on NumPy its
-    correlations in a background thread beside the first chunk, its metrics (two threads) once that chunk's
-    other columns are done; with `edges_dir` its edges for the dataset window are written there
+    The graph stage (`graph`: window, min_obs, threshold, k) runs once over all stocks: its
+    correlations in a background thread beside the first chunk, its metrics (two threads on NumPy) once that
+    chunk's other columns are done; with `edges_dir` its edges for the dataset window are written there
     (`graph_edges.npz`). Chunks after the first run on `workers` threads (NumPy releases the GIL in its
     array loops), so `sink` must be thread-safe; the results do not depend on `workers`.
     """
@@ -228,6 +228,7 @@ def run(
     from etl.store import select_rows, to_series
 
     years = grid.dates.astype("datetime64[Y]").astype(int) + 1970
+    dtypes = {c: REGISTRY[c].dtype for c in cols}
 
     def emit_chunk(k: int) -> int:
         """Compute stock chunk k and hand its rows to `sink`, one frame per year; the row count."""
@@ -254,7 +255,7 @@ def run(
                 [
                     pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
                     pl.Series("Date", grid.dates[rows]).cast(pl.Date),
-                    *(to_series(c, REGISTRY[c].dtype, select_rows(ctx[c], keep_y, to_numpy)) for c in cols),
+                    *(to_series(c, t, select_rows(ctx[c], keep_y, to_numpy, t)) for c, t in dtypes.items()),
                 ]
             )
             n += frame.height
@@ -293,7 +294,8 @@ def _start_graph_stage(
     metadata`, which runs the metrics and writes the edge file.
 
     The edge file needs the window's universe, Sector33 and market panels: read here, in this thread. On
-    CuPy the correlations run here and now: the device serialises the work anyway and it takes seconds.
+    CuPy the thread shares the default stream with the chunk (so the device keeps their order of work);
+    what overlaps is the host's side: the per-date kernel launches beside the first chunk's raw reads.
     """
     from etl.features.graph_columns import start_graph_stage
     from etl.graph import EDGES_FILE, GraphBuild, UndirectedEdges, write_graph_edges
@@ -324,7 +326,7 @@ def _start_graph_stage(
             epad = int(json.loads(str(f["meta"]))["epad"])
         meta.update(edges_file=EDGES_FILE, epad=epad, edges=int(edges.t_E.shape[0]), edge_dates=w1 - w0)
 
-    finish = start_graph_stage(root, background=xp is np)
+    finish = start_graph_stage(root, background=True)
 
     def finish_and_write() -> dict[str, Any]:
         finish(write_edges if panels is not None else None)

@@ -50,15 +50,17 @@ def to_series(name: str, dtype: str, values: Any) -> pl.Series:
             return pl.Series(name, [None] * codes.shape[0], dtype=pl.String)
         table = pl.Series(name, list(cats), dtype=pl.String)
         return _with_nulls(table.gather(np.where(valid, codes, 0).astype(np.uint32)), valid)
-    arr = np.asarray(values, dtype=np.float64)
+    arr = np.asarray(values)
     if dtype in ("f32", "f64"):
-        # one NumPy cast (a copy) and the ±inf cells set to NaN in it: no extra full-size passes
-        with np.errstate(over="ignore"):  # beyond the f32 range becomes ±inf, as Polars' cast did
-            out = arr.astype(np.float32 if dtype == "f32" else np.float64)
-        inf = np.isinf(arr)
+        # at most one NumPy cast (none when `select_rows` already cast on the device), and ±inf (also
+        # beyond the f32 range) becomes NaN in a copy only where there is any: no extra full-size passes
+        with np.errstate(over="ignore"):
+            out = arr.astype(np.float32 if dtype == "f32" else np.float64, copy=False)
+        inf = np.isinf(out)
         if inf.any():
-            out[inf] = np.nan  # ±inf is never stored (§1.6)
+            out = np.where(inf, np.nan, out)  # ±inf is never stored (§1.6)
         return pl.Series(name, out, nan_to_null=True)
+    arr = arr.astype(np.float64, copy=False)
     valid = np.isfinite(arr)
     if dtype == "date":
         return pl.Series(name, np.where(valid, arr, np.nan), nan_to_null=True).cast(pl.Int32).cast(pl.Date)
@@ -91,13 +93,19 @@ def _flat_positions(keep_T: Any) -> Any:
     return _SELECTION.flat
 
 
-def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
-    """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host."""
+def select_rows(value: Any, keep_T: Any, to_numpy: Any, dtype: str | None = None) -> Any:
+    """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host.
+
+    An "f32" column is cast where it lives: on a GPU that halves the copy to the host and its casting there.
+    """
     arr = value.codes if isinstance(value, Labels) else value
     if arr.shape[::-1] == keep_T.shape and arr.flags.c_contiguous:
         picked = arr.ravel().take(_flat_positions(keep_T))
     else:
         picked = arr.T[keep_T]
+    if dtype == "f32" and picked.dtype != np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond the f32 range: ±inf, then null
+            picked = picked.astype(np.float32)
     if isinstance(value, Labels):
         return (to_numpy(picked), value.categories)
     return to_numpy(picked)
@@ -128,8 +136,9 @@ def write_chunk(out: Path, frame: pl.DataFrame, chunk: int) -> list[Path]:
     if frame.height == 0:
         return paths
     years = frame["Date"].dt.year()
-    for year in sorted(set(years.to_list())):
-        part = frame.filter(years == year)
+    distinct = years.unique().sort().to_list()
+    for year in distinct:
+        part = frame if len(distinct) == 1 else frame.filter(years == year)  # the pipeline's frames: one year
         folder = out / f"year={year}"
         folder.mkdir(exist_ok=True)
         path = folder / f"part-{chunk:05d}.parquet"

@@ -141,6 +141,12 @@ def test_to_series_casts_and_nulls():
     assert s.dtype == pl.Int8 and s.to_list() == [1, None, 0]
     f = store.to_series("y", "f32", np.array([np.inf, 1.5, np.nan]))
     assert f.to_list() == [None, 1.5, None]
+    # beyond the f32 range is ±inf in f32, so null too; a float32 input (cast on the device) is not mutated
+    assert store.to_series("y", "f32", np.array([1e39, -1e39, 2.0])).to_list() == [None, None, 2.0]
+    on_device = np.array([np.inf, 0.25], dtype=np.float32)
+    assert store.to_series("y", "f32", on_device).to_list() == [None, 0.25] and np.isinf(on_device[0])
+    picked = store.select_rows(np.array([[1e39], [0.5]]), np.array([[True, True]]), np.asarray, "f32")
+    assert picked.dtype == np.float32 and np.isinf(picked[0])
     t = store.to_series("s", "str", (np.array([1.0, np.nan]), ("a", "b")))
     assert t.to_list() == ["b", None]
     # a null first value (an empty Sector33 field on a chunk's first row) once failed: Object dtype

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -345,6 +347,35 @@ def test_metrics_on_threads_from_a_peer_table_equal_the_pipelined_build(panel):
         np.testing.assert_array_equal(split.columns[name], build.columns[name], err_msg=name)
     for field in ("t_E", "i_E", "j_E", "rho_E"):
         np.testing.assert_array_equal(getattr(split.edges, field), getattr(build.edges, field))
+
+
+def test_unset_work_sizes_are_the_devices(panel, monkeypatch):
+    """The ETL passes no work sizes, so they come from `work_sizes(xp)`: with the CPU's on a GPU the stage
+    was launch-bound (one correlation block per date, tiny BFS sub-chunks). Sizes never change results."""
+    returns, rows, build = panel
+    assert corr_mod.work_sizes(SimpleNamespace(__name__="cupy")) is corr_mod.GPU_SIZES
+    assert corr_mod.work_sizes(np) is corr_mod.CPU_SIZES
+    monkeypatch.setattr(
+        corr_mod, "CPU_SIZES", corr_mod.WorkSizes(block_bytes=2000, nodes_per_chunk=30, bfs_budget=1)
+    )
+    calls = {"corr": 0, "bfs": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(corr_mod, "_block_peers", counted("corr", corr_mod._block_peers))
+    monkeypatch.setattr(gm, "distance_sums_bitset", counted("bfs", gm.distance_sums_bitset))
+    split = graph_from_peers(peer_table(returns, rows, CFG, np, dtype="float64"), np)
+    t_len = returns.shape[0]
+    assert (
+        calls["corr"] > t_len and calls["bfs"] >= t_len // 2
+    )  # a block per date and row group, a BFS per date
+    for name, _ in GRAPH_COLUMNS:
+        np.testing.assert_array_equal(split.columns[name], build.columns[name], err_msg=name)
 
 
 def test_peer_statistics_do_not_depend_on_other_non_nodes():
