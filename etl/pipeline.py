@@ -225,10 +225,16 @@ def run(
     first = min(chunk_size, FIRST_CHUNK)
     bounds = [0, *range(first, grid.N, chunk_size), grid.N] if grid.N > first else [0, grid.N]
     n_chunks = len(bounds) - 1
-    from etl.store import select_rows, to_series
+    from etl.store import select_block, select_rows, to_series
 
     years = grid.dates.astype("datetime64[Y]").astype(int) + 1970
     dtypes = {c: REGISTRY[c].dtype for c in cols}
+    # numeric columns reach the host as two blocks per chunk and year (f32 ones cast on the device); strings
+    # (label codes and categories) one by one
+    blocks = (
+        ([c for c, t in dtypes.items() if t == "f32"], np.float32),
+        ([c for c, t in dtypes.items() if t not in ("f32", "str")], np.float64),
+    )
 
     def emit_chunk(k: int) -> int:
         """Compute stock chunk k and hand its rows to `sink`, one frame per year; the row count."""
@@ -251,11 +257,18 @@ def run(
             rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
             if rows.shape[0] == 0:
                 continue
+            values: dict[str, Any] = {}
+            for names, ftype in blocks:
+                block = select_block([ctx[c] for c in names], keep_y, to_numpy, ftype)
+                values.update(zip(names, block, strict=True))
+            for c, t in dtypes.items():
+                if t == "str":
+                    values[c] = select_rows(ctx[c], keep_y, to_numpy)
             frame = pl.DataFrame(
                 [
                     pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
                     pl.Series("Date", grid.dates[rows]).cast(pl.Date),
-                    *(to_series(c, t, select_rows(ctx[c], keep_y, to_numpy, t)) for c, t in dtypes.items()),
+                    *(to_series(c, t, values.pop(c)) for c, t in dtypes.items()),
                 ]
             )
             n += frame.height

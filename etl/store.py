@@ -52,7 +52,7 @@ def to_series(name: str, dtype: str, values: Any) -> pl.Series:
         return _with_nulls(table.gather(np.where(valid, codes, 0).astype(np.uint32)), valid)
     arr = np.asarray(values)
     if dtype in ("f32", "f64"):
-        # at most one NumPy cast (none when `select_rows` already cast on the device), and ±inf (also
+        # at most one NumPy cast (none when `select_block` already cast on the device), and ±inf (also
         # beyond the f32 range) becomes NaN in a copy only where there is any: no extra full-size passes
         with np.errstate(over="ignore"):
             out = arr.astype(np.float32 if dtype == "f32" else np.float64, copy=False)
@@ -93,22 +93,39 @@ def _flat_positions(keep_T: Any) -> Any:
     return _SELECTION.flat
 
 
-def select_rows(value: Any, keep_T: Any, to_numpy: Any, dtype: str | None = None) -> Any:
-    """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host.
-
-    An "f32" column is cast where it lives: on a GPU that halves the copy to the host and its casting there.
-    """
-    arr = value.codes if isinstance(value, Labels) else value
+def _pick(arr: Any, keep_T: Any) -> Any:
+    """The [T, n] array's cells where `keep_T` ([n, T]) is True, in (Code, Date) order, where it lives."""
     if arr.shape[::-1] == keep_T.shape and arr.flags.c_contiguous:
-        picked = arr.ravel().take(_flat_positions(keep_T))
-    else:
-        picked = arr.T[keep_T]
-    if dtype == "f32" and picked.dtype != np.float32:
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond the f32 range: ±inf, then null
-            picked = picked.astype(np.float32)
+        return arr.ravel().take(_flat_positions(keep_T))
+    return arr.T[keep_T]
+
+
+def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
+    """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host."""
+    arr = value.codes if isinstance(value, Labels) else value
+    picked = _pick(arr, keep_T)
     if isinstance(value, Labels):
         return (to_numpy(picked), value.categories)
     return to_numpy(picked)
+
+
+def select_block(values: list[Any], keep_T: Any, to_numpy: Any, dtype: Any = np.float32) -> np.ndarray:
+    """`select_rows` of many numeric [T, n] columns as one [C, rows] host array of `dtype`.
+
+    Filled where the columns live and copied to the host once: on a GPU one transfer (and one device sync)
+    per chunk and year instead of one per column, and float32 columns cast before it.
+    """
+    if not values:
+        return np.empty((0, 0), dtype=dtype)
+    xp = array_namespace(keep_T)
+    out = None
+    for i, value in enumerate(values):
+        picked = _pick(value, keep_T)
+        if out is None:
+            out = xp.empty((len(values), picked.shape[0]), dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond the f32 range: ±inf, then null
+            out[i] = picked
+    return to_numpy(out)
 
 
 def schema_hash(columns: list[str]) -> str:

@@ -145,8 +145,14 @@ def test_to_series_casts_and_nulls():
     assert store.to_series("y", "f32", np.array([1e39, -1e39, 2.0])).to_list() == [None, None, 2.0]
     on_device = np.array([np.inf, 0.25], dtype=np.float32)
     assert store.to_series("y", "f32", on_device).to_list() == [None, 0.25] and np.isinf(on_device[0])
-    picked = store.select_rows(np.array([[1e39], [0.5]]), np.array([[True, True]]), np.asarray, "f32")
-    assert picked.dtype == np.float32 and np.isinf(picked[0])
+    # columns reach the host as blocks in (Code, Date) order: [T=2, n=2] panels, stock 0 kept on both dates
+    a, b = np.array([[1e39, 1.0], [0.5, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]])
+    keep = np.array([[True, True], [False, True]])  # [n, T]
+    block = store.select_block([a, b], keep, np.asarray)
+    assert block.dtype == np.float32 and block.shape == (2, 3) and np.isinf(block[0, 0])
+    np.testing.assert_array_equal(block[1], [3.0, 5.0, 6.0])
+    wide = store.select_block([a, b.astype(bool)], keep, np.asarray, np.float64)
+    np.testing.assert_array_equal(wide, [[1e39, 0.5, 2.0], [1.0, 1.0, 1.0]])
     t = store.to_series("s", "str", (np.array([1.0, np.nan]), ("a", "b")))
     assert t.to_list() == ["b", None]
     # a null first value (an empty Sector33 field on a chunk's first row) once failed: Object dtype
