@@ -48,7 +48,7 @@ wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
 # run), "profile" the same under cProfile (the main thread only); anything else is options for bench/etl.py
 # ("" = the defaults again, now with CuPy's kernel cache warm). ETL_LIMIT: seconds per build (default 120).
 # GPU memory and utilisation are sampled every 2 s into gpu_usage.csv.
-SPY=/tmp/site/bin/py-spy
+SPY=${SPY:-$(command -v py-spy || echo /tmp/site/bin/py-spy)}  # without it the build runs unprofiled
 spy_run() {  # spy_run LIMIT ARGS...
   local limit=$1; shift
   log "bench etl under py-spy: $*"
