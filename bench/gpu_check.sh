@@ -47,7 +47,7 @@ wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
 # under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in this
 # run), "profile" the same under cProfile (the main thread only); anything else is options for bench/etl.py
 # ("" = the defaults again, now with CuPy's kernel cache warm). ETL_LIMIT: seconds per build (default 120).
-# GPU memory and utilisation are sampled every 2 s into gpu_usage.csv.
+# GPU memory and utilisation are sampled every 2 s into gpu_usage.csv. ETL_DEVICE=cpu tries the stage here.
 SPY=${SPY:-$(command -v py-spy || echo /tmp/site/bin/py-spy)}  # without it the build runs unprofiled
 spy_run() {  # spy_run LIMIT ARGS...
   local limit=$1; shift
@@ -65,14 +65,14 @@ if want etl; then
   L=${ETL_LIMIT:-120}
   IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;;--workers 2}"
   for opts in "${RUNS[@]}"; do
-    args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device gpu --skip-compare)
+    args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}" --skip-compare)
     case $opts in
       profile) bench etl "$L" "${args[@]}" --profile "$OUT/etl_gpu_profile.txt" ;;
       spy) spy_run "$L" "${args[@]}" ;;
       *) bench etl "$L" "${args[@]}" $opts ;;
     esac
   done
-  kill $SMI_PID
+  kill $SMI_PID 2>/dev/null
 fi
 want model && bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
 log "done"
