@@ -43,10 +43,11 @@ bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_N
 }
 want graph && bench graph 40 bench/graph.py --device gpu
 wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
-# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;;--workers 2"). "spy": the GPU defaults
-# under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in this
-# run), "profile" the same under cProfile (the main thread only); anything else is options for bench/etl.py
-# ("" = the defaults again, now with CuPy's kernel cache warm). ETL_LIMIT: seconds per build (default 120).
+# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 2"). "spy": the GPU
+# defaults under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in
+# this run), "profile" the same under cProfile (the main thread only), "compare" the defaults again (kernel
+# cache warm) followed by the ten-feature panels vs Polars `.over("Code")` comparison; anything else is
+# options for bench/etl.py. ETL_LIMIT: seconds per build (default 120).
 # GPU memory and utilisation are sampled every 2 s into gpu_usage.csv. ETL_DEVICE=cpu tries the stage here.
 SPY=${SPY:-$(command -v py-spy || echo /tmp/site/bin/py-spy)}  # without it the build runs unprofiled
 spy_run() {  # spy_run LIMIT ARGS...
@@ -63,13 +64,14 @@ if want etl; then
   nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 2000 >"$OUT/gpu_usage.csv" &
   SMI_PID=$!
   L=${ETL_LIMIT:-120}
-  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;;--workers 2}"
+  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 2}"
   for opts in "${RUNS[@]}"; do
-    args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}" --skip-compare)
+    args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}")
     case $opts in
-      profile) bench etl "$L" "${args[@]}" --profile "$OUT/etl_gpu_profile.txt" ;;
-      spy) spy_run "$L" "${args[@]}" ;;
-      *) bench etl "$L" "${args[@]}" $opts ;;
+      profile) bench etl "$L" "${args[@]}" --skip-compare --profile "$OUT/etl_gpu_profile.txt" ;;
+      spy) spy_run "$L" "${args[@]}" --skip-compare ;;
+      compare) bench etl "$L" "${args[@]}" ;;
+      *) bench etl "$L" "${args[@]}" --skip-compare $opts ;;
     esac
   done
   kill $SMI_PID 2>/dev/null
