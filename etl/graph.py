@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import queue
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from etl.errors import GogookuError
-from etl.graph_corr import PeerTable, blas_threads, empty_peer_table, peer_table, work_sizes
+from etl.graph_corr import PeerTable, start_peer_table, work_sizes
 from etl.graph_metrics import METRIC_COLUMNS, union_metrics
 from train.config import GraphConfig
 
@@ -118,11 +117,9 @@ def build_graphs(
     the metrics run on the union of `nodes_per_chunk // N` dates at a time (one call per metric and chunk);
     unset sizes are the device's (`work_sizes`).
     On NumPy the correlations run in a worker thread (one BLAS thread) while this thread computes the metrics
-    of the dates already done: the two halves share the CPU instead of taking turns. `progress(stage,
-    dates_done)` reports "corr" and "metrics" progress.
+    of the dates already done (`graph_from_peers` with `ready`): the two halves share the CPU instead of
+    taking turns. `progress(stage, dates_done)` reports "corr" and "metrics" progress.
     """
-    sizes = work_sizes(xp)
-    nodes_per_chunk, bfs_budget = nodes_per_chunk or sizes.nodes_per_chunk, bfs_budget or sizes.bfs_budget
     returns_TN = xp.asarray(returns_TN)
     row_mask_TN = xp.asarray(row_mask_TN, dtype=bool)
     if returns_TN.ndim != 2 or row_mask_TN.shape != returns_TN.shape:
@@ -130,61 +127,27 @@ def build_graphs(
             f"returns {tuple(returns_TN.shape)} and row mask {tuple(row_mask_TN.shape)} "
             "must be one [T, N] shape"
         )
-    t_len, n = returns_TN.shape
-    peers = empty_peer_table(t_len, n, cfg.k, xp, dtype)
-    columns = {name: xp.full((t_len, n), xp.nan, dtype=out_dtype) for name, _ in GRAPH_COLUMNS}
-    ready: queue.Queue[int | None] = queue.Queue()
-
-    def on_corr(done: int) -> None:
-        ready.put(done)
-        if progress is not None:
-            progress("corr", done)
-
-    def corr() -> None:
-        try:
-            with blas_threads(1):
-                peer_table(
-                    returns_TN,
-                    row_mask_TN,
-                    cfg,
-                    xp,
-                    dtype=dtype,
-                    block_bytes=block_bytes,
-                    out=peers,
-                    progress=on_corr,
-                    start=start,
-                )
-        finally:
-            ready.put(None)
-
-    pool = None
-    if xp.__name__ == "numpy":
-        pool = ThreadPoolExecutor(1, thread_name_prefix="graph-corr")
-        job = pool.submit(corr)
-    else:
-        corr()
-    try:
-        parts, done, d0 = [], start, start
-        step = max(nodes_per_chunk // max(n, 1), 1)
-        while d0 < t_len:
-            d1 = min(d0 + step, t_len)
-            while done < d1:
-                got = ready.get()
-                if got is None:
-                    break
-                done += got
-            if done < d1:  # the correlation thread stopped early: surface its exception
-                if pool is not None:
-                    job.result()
-                raise RuntimeError("correlation stage ended before all dates were done")
-            parts.append(_metrics_chunk(peers, columns, d0, d1, xp, bfs_budget))
-            if progress is not None:
-                progress("metrics", d1 - d0)
-            d0 = d1
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
-    return _assemble(peers, columns, parts, xp, out_dtype, start)
+    peers, dates = start_peer_table(
+        returns_TN,
+        row_mask_TN,
+        cfg,
+        xp,
+        background=xp.__name__ == "numpy",
+        dtype=dtype,
+        block_bytes=block_bytes,
+        start=start,
+        progress=None if progress is None else lambda d: progress("corr", d),
+    )
+    return graph_from_peers(
+        peers,
+        xp,
+        out_dtype=out_dtype,
+        nodes_per_chunk=nodes_per_chunk,
+        bfs_budget=bfs_budget,
+        start=start,
+        ready=dates.wait,
+        progress=None if progress is None else lambda d: progress("metrics", d),
+    )
 
 
 def graph_from_peers(
@@ -196,13 +159,16 @@ def graph_from_peers(
     bfs_budget: int | None = None,
     start: int = 0,
     threads: int = 1,
+    ready: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> GraphBuild:
-    """The second half of `build_graphs` on a finished peer table: graphs, the 16 metrics and the edges.
+    """The second half of `build_graphs` on a peer table: graphs, the 16 metrics and the edges.
 
     The metric chunks (unions of `nodes_per_chunk // N` dates) are independent and write disjoint rows, so
-    they run on `threads` threads (NumPy releases the GIL in the large gathers and sorts). The ETL uses this
-    form: it computes the peer table beside its first stock chunk and the metrics on both cores afterwards.
-    Unset sizes are the device's (`work_sizes`).
+    they run on `threads` threads (NumPy releases the GIL in the large gathers and sorts). `ready(d)`, where
+    the table is still being filled (`start_peer_table`), blocks until its dates before d are done: each
+    chunk starts as soon as its dates are in. `progress(dates)` follows each finished chunk. Unset sizes are
+    the device's (`work_sizes`).
     """
     sizes = work_sizes(xp)
     nodes_per_chunk, bfs_budget = nodes_per_chunk or sizes.nodes_per_chunk, bfs_budget or sizes.bfs_budget
@@ -212,25 +178,30 @@ def graph_from_peers(
     ranges = [(d0, min(d0 + step, t_len)) for d0 in range(start, t_len, step)]
 
     def metrics(r: tuple[int, int]) -> UndirectedEdges:
-        return _metrics_chunk(peers, columns, r[0], r[1], xp, bfs_budget)
+        edges = _metrics_chunk(peers, columns, r[0], r[1], xp, bfs_budget)
+        if progress is not None:
+            progress(r[1] - r[0])
+        return edges
 
+    wait = ready if ready is not None else (lambda d: None)
     if threads > 1 and xp.__name__ == "numpy":
         with ThreadPoolExecutor(threads, thread_name_prefix="graph-metrics") as pool:
-            parts = list(pool.map(metrics, ranges))
+            futures = []
+            for r in ranges:
+                wait(r[1])
+                futures.append(pool.submit(metrics, r))
+            parts = [f.result() for f in futures]
     else:
-        parts = [metrics(r) for r in ranges]
+        parts = []
+        for r in ranges:
+            wait(r[1])
+            parts.append(metrics(r))
+    wait(t_len)  # also when `start` is the end: the filling side's error, if any
+    if not parts:  # nothing from `start` on: an empty edge list of the right dtypes
+        parts.append(undirected_edges(peers, xp, start, start))
     # the top-k table is spent: where the caller passed the only reference, its ~0.4 GB (full market) is
     # freed before the edges are concatenated
     peers = dataclasses.replace(peers, nbr_TNK=None, rho_TNK=None)
-    return _assemble(peers, columns, parts, xp, out_dtype, start)
-
-
-def _assemble(
-    peers: PeerTable, columns: dict[str, Any], parts: list, xp: Any, out_dtype: str, start: int
-) -> GraphBuild:
-    """The peer columns, and the edges of the metric chunks in date order."""
-    if not parts:  # nothing from `start` on
-        parts.append(undirected_edges(peers, xp, start, start))
     columns["peer_count"] = xp.where(peers.node_TN, peers.peer_count_TN, xp.nan).astype(out_dtype)
     columns["peer_corr_mean"] = peers.peer_corr_mean_TN.astype(out_dtype, copy=False)
     # field by field, each chunk's array dropped once copied: the peak is one field above the parts

@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,87 @@ def peer_table(
         if progress is not None:
             progress(t1 - t0)
     return table
+
+
+@dataclass
+class DatesDone:
+    """How far a peer table being filled has got: the filling side calls `advance(dates)` and finally
+    `end(error)`; a consumer's `wait(d)` blocks until every date before d is done, and re-raises the filling
+    side's error if it ended first."""
+
+    done: int
+    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _ended: bool = False
+    _error: BaseException | None = None
+
+    def advance(self, dates: int) -> None:
+        with self._cond:
+            self.done += dates
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._ended, self._error = True, error
+            self._cond.notify_all()
+
+    def wait(self, d: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.done >= d or self._ended)
+            if self.done < d:
+                if self._error is not None:
+                    raise self._error
+                raise RuntimeError("the correlation stage ended before all dates were done")
+
+
+def start_peer_table(
+    returns_TN: Any,
+    row_mask_TN: Any,
+    cfg: GraphConfig,
+    xp: Any,
+    *,
+    background: bool,
+    dtype: str = "float32",
+    block_bytes: int | None = None,
+    start: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[PeerTable, DatesDone]:
+    """Fill a peer table (`peer_table`), in a daemon thread with one BLAS thread when `background` (an
+    error in the caller then does not wait minutes for it), else here and now; return the table and its
+    `DatesDone`, through which the metrics of finished dates can start while later dates are still running.
+    Errors reach the consumer through `DatesDone.wait`."""
+    t_len, n = returns_TN.shape
+    table = empty_peer_table(t_len, n, cfg.k, xp, dtype)
+    dates = DatesDone(start)
+
+    def on_chunk(count: int) -> None:
+        dates.advance(count)
+        if progress is not None:
+            progress(count)
+
+    def fill() -> None:
+        try:
+            with blas_threads(1):
+                peer_table(
+                    returns_TN,
+                    row_mask_TN,
+                    cfg,
+                    xp,
+                    dtype=dtype,
+                    block_bytes=block_bytes,
+                    out=table,
+                    progress=on_chunk,
+                    start=start,
+                )
+        except BaseException as exc:  # surfaced by the consumer's wait
+            dates.end(exc)
+        else:
+            dates.end()
+
+    if background:
+        threading.Thread(target=fill, name="graph-corr", daemon=True).start()
+    else:
+        fill()
+    return table, dates
 
 
 @contextlib.contextmanager

@@ -199,8 +199,7 @@ def test_graph_stage_in_the_callers_thread_gives_the_same_store(monkeypatch):
 
 def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
     """The Parquet writer and the graph stage run in background threads: their errors still end the build."""
-    from etl import pipeline
-    from etl.features import graph_columns
+    from etl import graph_corr, pipeline
 
     _write(tmp_path / "raw", make_raw())
 
@@ -215,7 +214,7 @@ def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise MemoryError("graph stage out of memory")
 
-    monkeypatch.setattr(graph_columns, "peer_table", broken)  # the correlations' background thread
+    monkeypatch.setattr(graph_corr, "peer_table", broken)  # the correlations' background thread
     with pytest.raises(MemoryError, match="graph stage"):
         pipeline.build_store(tmp_path / "raw", tmp_path / "feat2", device="cpu", chunk_size=2)
 

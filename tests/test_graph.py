@@ -349,6 +349,34 @@ def test_metrics_on_threads_from_a_peer_table_equal_the_pipelined_build(panel):
         np.testing.assert_array_equal(getattr(split.edges, field), getattr(build.edges, field))
 
 
+def test_metric_chunks_wait_only_for_their_own_dates(panel, monkeypatch):
+    """While the peer table fills (`start_peer_table`), each metric chunk waits for its own dates, not for
+    all of them; an error of the filling thread reaches the caller."""
+    returns, rows, build = panel
+    peers = peer_table(returns, rows, CFG, np, dtype="float64")
+    asked: list[int] = []
+    split = graph_from_peers(peers, np, nodes_per_chunk=30 * returns.shape[1], threads=2, ready=asked.append)
+    t_len = returns.shape[0]
+    assert asked == [*range(30, t_len, 30), t_len, t_len]  # chunk ends in order, then the final check
+    np.testing.assert_array_equal(split.columns["graph_closeness"], build.columns["graph_closeness"])
+
+    dates = corr_mod.DatesDone(0)
+    dates.advance(5)
+    dates.wait(5)
+    dates.end(ValueError("boom"))
+    dates.wait(5)  # dates already done stay usable
+    with pytest.raises(ValueError, match="boom"):
+        dates.wait(6)
+
+    def broken(*args, **kwargs):
+        kwargs["progress"](3)
+        raise ValueError("correlations failed")
+
+    monkeypatch.setattr(corr_mod, "peer_table", broken)
+    with pytest.raises(ValueError, match="correlations failed"):
+        build_graphs(returns, rows, CFG, np, dtype="float64")
+
+
 def test_unset_work_sizes_are_the_devices(panel, monkeypatch):
     """The ETL passes no work sizes, so they come from `work_sizes(xp)`: with the CPU's on a GPU the stage
     was launch-bound (one correlation block per date, tiny BFS sub-chunks). Sizes never change results."""

@@ -7,23 +7,22 @@ dtypes is exact in float32), half the memory of float64.
 
 The pipeline splits the stage (`start_graph_stage`): the correlations start in a background thread as soon
 as returns_1d exists, beside the first chunk's single-threaded cross-sectional work (and its memory peak,
-which the correlations add little to); the metrics then run on both cores, the edge file is written and the
-edge list dropped before the first chunk's graph columns are read.
+which the correlations add little to); once that chunk is done the metrics run on both cores, each metric
+chunk as soon as its dates' correlations are in, then the edge file is written and the edge list dropped
+before the first chunk's graph columns are read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
 from etl.features.registry import FeatureContext, feature, features
 from etl.graph import GRAPH_COLUMNS, GraphBuild, graph_from_peers
-from etl.graph_corr import blas_threads, empty_peer_table, peer_table
+from etl.graph_corr import start_peer_table
 
 GRAPH_NAMES = [name for name, _ in GRAPH_COLUMNS]
 _KEY = ("graph_build",)
@@ -64,34 +63,26 @@ def start_graph_stage(
     """Start the peer table (the correlations) on the root's inputs; return `finish(on_build=None)`.
 
     `background`: the correlations run in a daemon thread (one BLAS thread), beside the caller's own work
-    (the first stock chunk), and an error in the caller does not wait minutes for them. `finish` waits for
-    them, runs the metrics on `threads` threads in the caller's, calls `on_build(build)` (the edge file)
-    and returns the columns, memoised on the root for `graph_state`. The inputs are read here, in the
-    caller's thread: the worker never touches the context (not thread-safe).
+    (the first stock chunk), and an error in the caller does not wait minutes for them. `finish` runs the
+    metrics on `threads` threads in the caller's, each metric chunk as soon as its dates' correlations are
+    done, calls `on_build(build)` (the edge file) and returns the columns, memoised on the root for
+    `graph_state`. The inputs are read here, in the caller's thread: the worker never touches the context
+    (not thread-safe).
     """
     returns_TN, row_mask_TN = graph_inputs(root)
     cfg, xp, start = root.params.graph, root.xp, first_built_date(root)
-    t_len, n = returns_TN.shape
-    table = [empty_peer_table(t_len, n, cfg.k, xp, "float32")]  # finish() hands over the only reference
-    done: Future = Future()
-
-    def correlations() -> None:
-        try:
-            with blas_threads(1):
-                peer_table(returns_TN, row_mask_TN, cfg, xp, out=table[0], start=start)
-            done.set_result(None)
-        except BaseException as exc:  # surfaced by finish()
-            done.set_exception(exc)
-
-    if background:
-        threading.Thread(target=correlations, name="graph-corr", daemon=True).start()
-    else:
-        correlations()
+    peers, dates = start_peer_table(returns_TN, row_mask_TN, cfg, xp, background=background, start=start)
+    table = [peers]  # finish() hands over the only reference
+    del peers
 
     def finish(on_build: Callable[[GraphBuild], None] | None = None) -> GraphState:
-        done.result()
         build = graph_from_peers(
-            table.pop(), xp, out_dtype="float32", start=start, threads=threads if background else 1
+            table.pop(),
+            xp,
+            out_dtype="float32",
+            start=start,
+            threads=threads if background else 1,
+            ready=dates.wait,
         )
         if on_build is not None:
             on_build(build)
