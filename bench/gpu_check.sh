@@ -47,7 +47,7 @@ wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
 # defaults under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in
 # this run), "profile" the same under cProfile (the main thread only), "compare" the defaults again (kernel
 # cache warm) followed by the ten-feature panels vs Polars `.over("Code")` comparison; anything else is
-# options for bench/etl.py. ETL_LIMIT: seconds per build (default 120).
+# options for bench/etl.py. ETL_LIMIT: seconds per build (default 100).
 # GPU memory and utilisation are sampled every 2 s into gpu_usage.csv. ETL_DEVICE=cpu tries the stage here.
 SPY=${SPY:-$(command -v py-spy || echo /tmp/site/bin/py-spy)}  # without it the build runs unprofiled
 spy_run() {  # spy_run LIMIT ARGS...
@@ -63,7 +63,7 @@ spy_run() {  # spy_run LIMIT ARGS...
 if want etl; then
   nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 2000 >"$OUT/gpu_usage.csv" &
   SMI_PID=$!
-  L=${ETL_LIMIT:-120}
+  L=${ETL_LIMIT:-100}
   IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 2}"
   for opts in "${RUNS[@]}"; do
     args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}")
