@@ -348,6 +348,12 @@ def _start_graph_stage(
     return finish_and_write
 
 
+def _is_device_oom(exc: BaseException) -> bool:
+    """CuPy's out-of-memory error (cupy.cuda.memory.OutOfMemoryError), told apart without importing CuPy."""
+    kind = type(exc)
+    return kind.__name__ == "OutOfMemoryError" and kind.__module__.startswith("cupy")
+
+
 def build_frame(raw: Mapping[str, pl.DataFrame], **kwargs: Any) -> pl.DataFrame:
     """The dataset in memory (tests, small markets): same code path as the store."""
     frames: list[pl.DataFrame] = []
@@ -409,8 +415,13 @@ def build_store(
             edges_dir=out,
             workers=workers,
         )
-    except BaseException:
+    except BaseException as exc:
         writer.close(raise_error=False)  # the build's own error is the one to report
+        if _is_device_oom(exc):
+            raise GogookuError(
+                f"the GPU ran out of memory with {chunk_size}-stock chunks and {workers} chunk thread(s) "
+                f"({exc}); try a smaller --chunk (e.g. {max(chunk_size // 2, 1)}) or --workers 1"
+            ) from exc
         raise
     writer.close()
     meta = {

@@ -12,6 +12,7 @@ from test_etl_helpers import make_raw
 from typer.testing import CliRunner
 
 from etl import store
+from etl.errors import GogookuError
 from etl.features.registry import REGISTRY, load_all
 from etl.raw_store import write_endpoint
 from train.cli import app
@@ -217,6 +218,30 @@ def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
     monkeypatch.setattr(graph_corr, "peer_table", broken)  # the correlations' background thread
     with pytest.raises(MemoryError, match="graph stage"):
         pipeline.build_store(tmp_path / "raw", tmp_path / "feat2", device="cpu", chunk_size=2)
+
+
+def test_gpu_out_of_memory_is_a_one_line_error(tmp_path, monkeypatch):
+    """CuPy's OutOfMemoryError (from a chunk or the graph thread) becomes a GogookuError naming --chunk."""
+    from etl import pipeline
+
+    oom = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+
+    def out_of_memory(*args, **kwargs):
+        raise oom("Out of memory allocating 20,000,000,000 bytes")
+
+    _write(tmp_path / "raw", make_raw())
+    monkeypatch.setattr(pipeline, "run", out_of_memory)
+    with pytest.raises(
+        GogookuError, match=r"GPU ran out of memory with 8-stock chunks .* --chunk \(e.g. 4\)"
+    ):
+        pipeline.build_store(tmp_path / "raw", tmp_path / "feat", device="cpu", chunk_size=8)
+
+    def host_memory(*args, **kwargs):
+        raise MemoryError("host")
+
+    monkeypatch.setattr(pipeline, "run", host_memory)
+    with pytest.raises(MemoryError, match="host"):  # any other error is the build's own
+        pipeline.build_store(tmp_path / "raw", tmp_path / "feat", device="cpu", chunk_size=8)
 
 
 def test_without_listed_info_and_statements():
