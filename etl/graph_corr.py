@@ -23,7 +23,7 @@ import ctypes
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,8 +48,14 @@ GPU_SIZES = WorkSizes(block_bytes=2048 << 20, nodes_per_chunk=1 << 22, bfs_budge
 
 
 def work_sizes(xp: Any) -> WorkSizes:
-    """The graph stage's work sizes for an array namespace (NumPy: CPU, CuPy: GPU)."""
-    return GPU_SIZES if xp.__name__ == "cupy" else CPU_SIZES
+    """The graph stage's work sizes for an array namespace (NumPy: CPU, CuPy: GPU). The GPU sizes are for an
+    80 GB card and shrink in proportion on a smaller one (a 40 GB A100 gets half)."""
+    if xp.__name__ != "cupy":
+        return CPU_SIZES
+    scale = min(1.0, xp.cuda.Device().mem_info[1] / (80 << 30))
+    if scale >= 0.9:  # an H100's 79.2 GiB counts as 80 GB
+        return GPU_SIZES
+    return WorkSizes(*(max(int(v * scale), 1) for v in astuple(GPU_SIZES)))
 
 
 @dataclass(frozen=True)

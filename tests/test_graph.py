@@ -381,7 +381,13 @@ def test_unset_work_sizes_are_the_devices(panel, monkeypatch):
     """The ETL passes no work sizes, so they come from `work_sizes(xp)`: with the CPU's on a GPU the stage
     was launch-bound (one correlation block per date, tiny BFS sub-chunks). Sizes never change results."""
     returns, rows, build = panel
-    assert corr_mod.work_sizes(SimpleNamespace(__name__="cupy")) is corr_mod.GPU_SIZES
+
+    def fake_cupy(gib: int) -> SimpleNamespace:
+        device = SimpleNamespace(mem_info=(0, gib << 30))
+        return SimpleNamespace(__name__="cupy", cuda=SimpleNamespace(Device=lambda: device))
+
+    assert corr_mod.work_sizes(fake_cupy(79)) is corr_mod.GPU_SIZES  # an H100 80GB reports 79.2 GiB
+    assert corr_mod.work_sizes(fake_cupy(40)) == corr_mod.WorkSizes(1 << 30, 1 << 21, 2 << 30)
     assert corr_mod.work_sizes(np) is corr_mod.CPU_SIZES
     monkeypatch.setattr(
         corr_mod, "CPU_SIZES", corr_mod.WorkSizes(block_bytes=2000, nodes_per_chunk=30, bfs_budget=1)
