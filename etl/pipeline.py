@@ -235,6 +235,7 @@ def run(
         ([c for c, t in dtypes.items() if t == "f32"], np.float32),
         ([c for c, t in dtypes.items() if t not in ("f32", "str")], np.float64),
     )
+    strings = [c for c, t in dtypes.items() if t == "str"]
 
     def emit_chunk(k: int) -> int:
         """Compute stock chunk k and hand its rows to `sink`, one frame per year; the row count."""
@@ -261,9 +262,8 @@ def run(
             for names, ftype in blocks:
                 block = select_block([ctx[c] for c in names], keep_y, to_numpy, ftype)
                 values.update(zip(names, block, strict=True))
-            for c, t in dtypes.items():
-                if t == "str":
-                    values[c] = select_rows(ctx[c], keep_y, to_numpy)
+            for c in strings:
+                values[c] = select_rows(ctx[c], keep_y, to_numpy)
             frame = pl.DataFrame(
                 [
                     pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
