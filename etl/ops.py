@@ -582,18 +582,21 @@ def group_rankpct(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None
 # ------------------------------------------------------------------------------------------------ events
 
 
-def scatter_events(T: int, N: int, row_idx: Any, col_idx: Any, values: Any, xp: ModuleType = np) -> tuple:
-    """Put events on a [T, N] panel without filling: (values panel, event mask).
+def attached_event(T: int, N: int, row_idx: Any, col_idx: Any, xp: ModuleType = np) -> tuple[Any, Any]:
+    """The event each (t, i) holds as of t: ([T, N] event index, -1 before the column's first; [T, N] row of
+    that event's landing, -1 likewise).
 
-    `values` is [E] or [E, K] (-> panel [T, N] or [T, N, K]). Rows outside [0, T) or columns outside [0, N)
-    are dropped (an event effective after the grid end, a code outside this stock chunk). For equal
-    (row, col) keys the last event in the given order wins, so callers sort by their tie-break rule first.
+    Event e lands on (row_idx[e], col_idx[e]) and holds until the next event of its column. Rows outside
+    [0, T) or columns outside [0, N) are dropped (an event effective after the grid end, a code outside this
+    stock chunk). For equal (row, col) keys the last event in the given order wins, so callers sort by their
+    tie-break rule first. Only int [T, N] panels are built: each value column is then one gather
+    (`scatter_asof`), not a dense [T, N, K] float panel that is forward-filled.
     """
     row = xp.asarray(row_idx).astype(np.int64)
     col = xp.asarray(col_idx).astype(np.int64)
-    vals = xp.asarray(values, dtype=xp.float64)
+    event = xp.arange(row.shape[0], dtype=np.int64)
     keep = (row >= 0) & (row < T) & (col >= 0) & (col < N)
-    row, col, vals = row[keep], col[keep], vals[keep]
+    row, col, event = row[keep], col[keep], event[keep]
     key = row * N + col
     order = _argsort_stable(xp, key)
     ks = key[order]
@@ -601,31 +604,37 @@ def scatter_events(T: int, N: int, row_idx: Any, col_idx: Any, values: Any, xp: 
     if ks.shape[0] > 1:
         last[:-1] = ks[1:] != ks[:-1]
     sel = order[last]
-    dense = xp.full((T, N) + tuple(vals.shape[1:]), xp.nan)
-    has = xp.zeros((T, N), dtype=bool)
-    dense[row[sel], col[sel]] = vals[sel]
-    has[row[sel], col[sel]] = True
-    return dense, has
+    landed = xp.full((T, N), -1, dtype=np.int64)
+    landed[row[sel], col[sel]] = event[sel]
+    since = last_valid_index(landed >= 0)
+    held = xp.take_along_axis(landed, xp.maximum(since, 0), axis=0)
+    return xp.where(since >= 0, held, -1), since
 
 
 def scatter_asof(
     T: int, N: int, row_idx: Any, col_idx: Any, values: Any, xp: ModuleType = np, return_age: bool = False
 ) -> Any:
-    """As-of join as scatter + forward-fill: each event holds from its row until the next event of its column.
+    """As-of join: each event's value holds from its row until its column's next event (`attached_event`).
 
-    An event's NaN value is carried like any value (a later empty field replaces an earlier number).
-    With `return_age`, also returns the rows since the attached event (NaN before the first one), which
-    staleness limits compare against (`where(age <= limit, v, nan)`).
+    `values` is [E] (-> one [T, N] panel) or [E, K] (-> a list of K [T, N] panels, each contiguous). An
+    event's NaN value is carried like any value (a later empty field replaces an earlier number). With
+    `return_age`, also returns the rows since the attached event (NaN before the first one), which staleness
+    limits compare against (`where(age <= limit, v, nan)`).
     """
-    dense, has = scatter_events(T, N, row_idx, col_idx, values, xp)
-    idx = last_valid_index(has)
-    safe = xp.maximum(idx, 0)
-    if dense.ndim == 3:
-        out = xp.take_along_axis(dense, safe[:, :, None], axis=0)
-        out = xp.where((idx >= 0)[:, :, None], out, xp.nan)
-    else:
-        out = xp.where(idx >= 0, xp.take_along_axis(dense, safe, axis=0), xp.nan)
+    event, since = attached_event(T, N, row_idx, col_idx, xp)
+    vals = xp.asarray(values, dtype=xp.float64)
+    has = event >= 0
+    pick = xp.maximum(event, 0)
+
+    def take(v_E: Any) -> Any:
+        return xp.where(has, v_E[pick], xp.nan) if v_E.shape[0] else xp.full((T, N), xp.nan)
+
+    out = (
+        take(vals)
+        if vals.ndim == 1
+        else [take(xp.ascontiguousarray(vals[:, k])) for k in range(vals.shape[1])]
+    )
     if not return_age:
         return out
-    age = xp.where(idx >= 0, (_time_index(xp, has) - idx).astype(xp.float64), xp.nan)
+    age = xp.where(has, (_time_index(xp, has) - since).astype(xp.float64), xp.nan)
     return out, age

@@ -251,5 +251,11 @@ def test_scatter_asof_hand_example():
     assert np.isnan(out[:, 1]).all()
     np.testing.assert_array_equal(age[:, 0], [np.nan, 0, 1, 0, 1, 2])
     np.testing.assert_array_equal(age[:, 1], [0, 1, 2, 3, 4, 5])
-    multi = ops.scatter_asof(6, 2, rows, cols, np.stack([vals, -vals], axis=1))
-    np.testing.assert_array_equal(multi[:, 0, 1], -out[:, 0])
+    plus, minus = ops.scatter_asof(6, 2, rows, cols, np.stack([vals, -vals], axis=1))
+    np.testing.assert_array_equal(plus, out)
+    np.testing.assert_array_equal(minus, -out)
+    event, since = ops.attached_event(6, 2, rows, cols)
+    np.testing.assert_array_equal(event[:, 0], [-1, 0, 0, 2, 2, 2])  # event 2 wins over event 1 at row 3
+    np.testing.assert_array_equal(since[:, 1], [0] * 6)
+    none = ops.scatter_asof(6, 2, rows[:0], cols[:0], vals[:0])
+    assert none.shape == (6, 2) and np.isnan(none).all()

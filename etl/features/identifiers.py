@@ -102,15 +102,16 @@ def _listed_info(ctx: FeatureContext) -> dict:
         col = li[f].fill_null("")
         cat = tuple(sorted(v for v in col.unique().to_list() if v != ""))
         cats[f] = cat
+        # category index per row by a hash lookup in Polars ("" and unknown -> null -> NaN)
         lookup = {v: float(i) for i, v in enumerate(cat)}
-        vals.append(np.array([lookup.get(v, np.nan) for v in col.to_list()]))
+        vals.append(col.replace_strict(lookup, default=None, return_dtype=pl.Float64).to_numpy())
     vals.append(li["_s17"].cast(pl.Float64).to_numpy())
     vals.append(li["_s33"].cast(pl.Float64).to_numpy())
     rows = grid.asof_index(li["Date"])
     cols = ctx.code_index(li["Code"])
     panels = ops.scatter_asof(T, N, rows, cols, np.stack(vals, axis=1), xp=xp)
     ctx.cached("li_categories", lambda: cats)
-    out = {n: panels[:, :, i] for i, n in enumerate(names)}
+    out = dict(zip(names, panels, strict=True))
     out["li_sector17_id"] = xp.where(xp.isnan(out["li_sector17_id"]), -1.0, out["li_sector17_id"])
     out["li_sector33_id"] = xp.where(xp.isnan(out["li_sector33_id"]), -1.0, out["li_sector33_id"])
     return out
@@ -241,8 +242,8 @@ def _shares_asof(ctx: FeatureContext) -> dict:
     row_D, code_D, vals_DK = ctx.full.cached("shares_docs", lambda: _shares_docs(ctx.full, st))
     lo, hi = ctx.cols.start, ctx.cols.stop
     sel = np.flatnonzero((code_D >= lo) & (code_D < hi))
-    out = ops.scatter_asof(T, N, row_D[sel], code_D[sel] - lo, vals_DK[sel], xp=xp)
-    return {"shares_net_asof": out[:, :, 0], "shares_period_end_asof": out[:, :, 1]}
+    net, period_end = ops.scatter_asof(T, N, row_D[sel], code_D[sel] - lo, vals_DK[sel], xp=xp)
+    return {"shares_net_asof": net, "shares_period_end_asof": period_end}
 
 
 @feature("shares_outstanding", group="identifiers", dtype="f64", role="A")

@@ -12,7 +12,7 @@ import numpy as np
 
 from etl import ops
 from etl.features.registry import FeatureContext, feature, features, panel_source
-from etl.panel import pivot, present
+from etl.panel import pivot
 
 DAILY_QUOTES = "prices_daily_quotes"
 DQ_FIELDS = (
@@ -40,8 +40,7 @@ def _daily_quotes(ctx: FeatureContext) -> dict:
         nan = ctx.nan()
         none = xp.zeros(ctx.shape, dtype=bool)
         return {"dq_present": none, "traded": none} | {n: nan for n in DQ_PANELS}
-    p = pivot(ctx.grid, dq, list(DQ_FIELDS), xp=xp)
-    here = present(ctx.grid, dq, xp=xp)
+    p, here = pivot(ctx.grid, dq, list(DQ_FIELDS), xp=xp)
     del dq
     ctx.release_raw(DAILY_QUOTES)  # the panels hold everything the features need
     nan = xp.nan
