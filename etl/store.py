@@ -61,10 +61,13 @@ def to_series(name: str, dtype: str, values: Any) -> pl.Series:
             out = np.where(inf, np.nan, out)  # ±inf is never stored (§1.6)
         return pl.Series(name, out, nan_to_null=True)
     arr = arr.astype(np.float64, copy=False)
-    valid = np.isfinite(arr)
     if dtype == "date":
+        valid = np.isfinite(arr)
         return pl.Series(name, np.where(valid, arr, np.nan), nan_to_null=True).cast(pl.Int32).cast(pl.Date)
-    ints = np.rint(np.where(valid, arr, 0.0))
+    ints = np.rint(arr)
+    valid = np.isfinite(ints)
+    if not valid.all():
+        np.copyto(ints, 0.0, where=~valid)  # in place: NaN and ±inf become null below
     info = np.iinfo(np.dtype(dtype.replace("i", "int")))
     if ints.size and (ints.min() < info.min or ints.max() > info.max):  # Polars names the column and values
         return pl.Series(name, np.where(valid, ints, np.nan), nan_to_null=True).cast(POLARS_DTYPES[dtype])
