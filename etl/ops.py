@@ -478,16 +478,23 @@ def group_gather(stat_TG: Any, group_ids: Any) -> Any:
 
 
 def _group_sorted(x: Any, group_ids: Any, n_groups: int, mask: Any | None) -> tuple[Any, ...]:
-    """Valid entries sorted by (date, group, value): flat positions, keys, values and segment bounds."""
+    """Valid entries sorted by (date, group, value): flat positions, keys, values and segment bounds.
+
+    Equal values keep their column order. One sort of unique int keys (group key, rank of the value within
+    its date) instead of two stable sorts of all entries: the ranks come from row-wise sorts, which stay
+    in cache (half the time at full scale).
+    """
     xp = array_namespace(x)
     x = _f64(x)
+    T, N = x.shape
     v, key = _group_keys(x, group_ids, n_groups, mask)
+    row_order = xp.argsort(x, axis=1, kind="stable") if xp is np else xp.argsort(x, axis=1)
+    rank = xp.argsort(row_order, axis=1).ravel()  # the inverse permutation of each row
     flat = xp.nonzero(v.ravel())[0]
     keys = key.ravel()[flat]
+    order = xp.argsort(keys * N + rank[flat])  # unique keys: any sort gives the same order
+    flat, keys = flat[order], keys[order]
     vals = x.ravel()[flat]
-    order = _argsort_stable(xp, vals)
-    order = order[_argsort_stable(xp, keys[order])]
-    flat, keys, vals = flat[order], keys[order], vals[order]
     m = keys.shape[0]
     pos = xp.arange(m)
     start = xp.ones(m, dtype=bool)
