@@ -458,15 +458,6 @@ def group_sum(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None) ->
     return xp.bincount(key[v], weights=x[v], minlength=T * n_groups).reshape(T, n_groups)
 
 
-def group_mean(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None, min_count: int = 3) -> Any:
-    """[T, G] mean over valid members; NaN with fewer than min_count (n >= 3 rule, FEATURES.md §1.7)."""
-    xp = array_namespace(x)
-    n = group_count(x, group_ids, n_groups, mask)
-    s = group_sum(x, group_ids, n_groups, mask)
-    ok = n >= min_count
-    return xp.where(ok, s / xp.where(ok, n, 1), xp.nan)
-
-
 def group_gather(stat_TG: Any, group_ids: Any) -> Any:
     """[T, N] the row's own group statistic; NaN where the group id is -1 or out of range."""
     xp = array_namespace(stat_TG)
@@ -506,35 +497,43 @@ def _group_sorted(x: Any, group_ids: Any, n_groups: int, mask: Any | None) -> tu
     return flat, keys, vals, start, seg_first, n_member
 
 
-def group_std(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None, min_count: int = 3) -> Any:
-    """[T, G] sample std (ddof 1); exactly 0 for a flat group; NaN with fewer than min_count.
+def group_moments(
+    x: Any, group_ids: Any, n_groups: int, mask: Any | None = None, min_count: int = 3
+) -> tuple[Any, Any, Any]:
+    """[T, G] count, mean and sample std (ddof 1) over valid members, from one pass over the entries.
 
-    Shifted-data sums around one member's value of each group: accurate (deviations are of the group's
-    own spread) and exact for a flat group, where every deviation is 0.
+    Mean and std are NaN with fewer than min_count members (the n >= 3 rule, FEATURES.md §1.7; the std
+    needs at least 2). The std uses shifted-data sums around one member's value of each group: accurate
+    (deviations are of the group's own spread) and exactly 0 for a flat group, where every deviation is 0.
     """
     xp = array_namespace(x)
     x = _f64(x)
     T = x.shape[0]
+    m = T * n_groups
     v, key = _group_keys(x, group_ids, n_groups, mask)
     kv, xv = key[v], x[v]
-    ref = xp.zeros(T * n_groups)
+    n = xp.bincount(kv, minlength=m)
+    s = xp.bincount(kv, weights=xv, minlength=m)
+    ok_mean = n >= min_count
+    mean = xp.where(ok_mean, s / xp.where(ok_mean, n, 1), xp.nan)
+    ref = xp.zeros(m)
     ref[kv] = xv  # one member's value per group (which one does not matter)
     d = xv - ref[kv]
-    m = T * n_groups
-    n = xp.bincount(kv, minlength=m).astype(xp.float64)
     s1 = xp.bincount(kv, weights=d, minlength=m)
     s2 = xp.bincount(kv, weights=d * d, minlength=m)
+    nf = n.astype(xp.float64)
     ok = n >= max(min_count, 2)
-    var = xp.maximum(s2 - s1 * s1 / xp.where(ok, n, 1.0), 0.0) / xp.where(ok, n - 1, 1.0)
-    return xp.where(ok, xp.sqrt(var), xp.nan).reshape(T, n_groups)
+    var = xp.maximum(s2 - s1 * s1 / xp.where(ok, nf, 1.0), 0.0) / xp.where(ok, nf - 1, 1.0)
+    std = xp.where(ok, xp.sqrt(var), xp.nan)
+    return n.reshape(T, n_groups), mean.reshape(T, n_groups), std.reshape(T, n_groups)
 
 
 def group_z(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None, min_count: int = 3) -> Any:
     """[T, N] zG(x) = (x - mean_G) / (std_G + EPS) over valid members; 0 for a flat group; n >= min_count."""
     xp = array_namespace(x)
     x = _f64(x)
-    mean = group_gather(group_mean(x, group_ids, n_groups, mask, min_count), group_ids)
-    std = group_gather(group_std(x, group_ids, n_groups, mask, min_count), group_ids)
+    _, mean_TG, std_TG = group_moments(x, group_ids, n_groups, mask, min_count)
+    mean, std = group_gather(mean_TG, group_ids), group_gather(std_TG, group_ids)
     z = xp.where(std == 0, 0.0, (x - mean) / (std + EPS))
     return xp.where(_cs_valid(x, mask) & ~xp.isnan(mean), z, xp.nan)
 
@@ -543,7 +542,7 @@ def group_demean(x: Any, group_ids: Any, n_groups: int, mask: Any | None = None,
     """[T, N] x - mean_G(x) over valid members (n >= min_count)."""
     xp = array_namespace(x)
     x = _f64(x)
-    out = x - group_gather(group_mean(x, group_ids, n_groups, mask, min_count), group_ids)
+    out = x - group_gather(group_moments(x, group_ids, n_groups, mask, min_count)[1], group_ids)
     return xp.where(_cs_valid(x, mask), out, xp.nan)
 
 

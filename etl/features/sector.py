@@ -41,12 +41,8 @@ def _stats(ctx: FeatureContext, key: str, x_fn: XFn) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         root = ctx.full
-        x, g, m = x_fn(root), gid33(root), _universe(root)
-        return {
-            "n": ops.group_count(x, g, G, m),
-            "mean": ops.group_mean(x, g, G, m),
-            "std": ops.group_std(x, g, G, m),
-        }
+        n, mean, std = ops.group_moments(x_fn(root), gid33(root), G, _universe(root))
+        return {"n": n, "mean": mean, "std": std}
 
     return ctx.full.cached(("sector_stats", key), compute)
 
