@@ -9,8 +9,9 @@ chunk is handed to the writer as soon as it is done, so peak memory is the full-
 in flight.
 
 Cleaning rules (documented, nothing dropped silently): raw rows on 2020-10-01 are not used (the date is not a
-grid session, D1); when a raw endpoint has several parts, the last part wins per key (raw_store dedupe). Every
-other problem in a raw frame is an `EtlDataError` naming the endpoint, the rule and example rows.
+grid session, D1); when a raw endpoint has several parts, the last part wins per key
+(raw_store.read_frame). Every other problem in a raw frame is an `EtlDataError` naming the endpoint, the
+rule and example rows.
 """
 
 from __future__ import annotations
@@ -120,11 +121,10 @@ class RawSource:
 
 def store_loader(raw_dir: str | Path, engine: Any = "cpu") -> Callable[[str], pl.DataFrame | None]:
     """Read an endpoint of the raw store (all parts, last part wins per key), None if absent."""
-    from etl.raw_store import read_endpoint
+    from etl.raw_store import read_frame
 
     def load(endpoint_id: str) -> pl.DataFrame | None:
-        lf = read_endpoint(raw_dir, endpoint_id, dedupe=True)
-        return None if lf is None else lf.collect(engine=engine)
+        return read_frame(raw_dir, endpoint_id, engine)
 
     return load
 

@@ -1,9 +1,10 @@
 """The raw store: `RAW/<endpoint_id>/<part>.parquet`, one folder per endpoint, schema in etl/schema.py.
 
 Writers (the J-Quants client, the synthetic market) call `write_endpoint`; readers call `read_endpoint`, which
-scans every part of the folder. A write is atomic (temp file in the same folder, fsync, `os.replace`), so a
-reader never sees half a file, and schema-checked, so a frame that does not match the contract is refused with
-a `GogookuError` naming the endpoint and the columns. See docs/raw_store.md.
+scans every part of the folder, or `read_frame` (collected, the last part winning per key). A write is atomic
+(temp file in the same folder, fsync, `os.replace`), so a reader never sees half a file, and schema-checked,
+so a frame that does not match the contract is refused with a `GogookuError` naming the endpoint and the
+columns. See docs/raw_store.md.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -130,20 +132,32 @@ def part_files(raw_dir: str | Path, endpoint_id: str) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def read_endpoint(raw_dir: str | Path, endpoint_id: str, *, dedupe: bool = False) -> pl.LazyFrame | None:
-    """Scan all parts of an endpoint as one LazyFrame in the canonical schema; None if nothing is stored.
-
-    With `dedupe=True` one row per key is kept: the last in part-name order (a later part supersedes an
-    earlier one). Corrections that differ in a publication date are distinct keys and are all kept.
-    """
+def read_endpoint(raw_dir: str | Path, endpoint_id: str) -> pl.LazyFrame | None:
+    """Scan all parts of an endpoint as one LazyFrame in the canonical schema; None if nothing is stored."""
     files = part_files(raw_dir, endpoint_id)
     if not files:
         return None
-    ep = endpoint(endpoint_id)
-    lf = pl.scan_parquet(files, schema=ep.schema)
-    if dedupe and len(files) > 1:
-        lf = lf.unique(subset=list(ep.key), keep="last", maintain_order=True)
-    return lf
+    return pl.scan_parquet(files, schema=endpoint(endpoint_id).schema)
+
+
+def read_frame(raw_dir: str | Path, endpoint_id: str, engine: Any = "cpu") -> pl.DataFrame | None:
+    """All parts of an endpoint collected with one row per key: the last in part-name order (a later part
+    supersedes an earlier one); None if nothing is stored. Corrections that differ in a publication date are
+    distinct keys and are all kept.
+
+    The uniqueness pass runs only when a key repeats: parts usually hold disjoint periods, and checking
+    costs a quarter of keeping the last row per key (full market: ~1 s vs ~4 s on two cores).
+    """
+    lf = read_endpoint(raw_dir, endpoint_id)
+    if lf is None:
+        return None
+    df = lf.collect(engine=engine)
+    if len(part_files(raw_dir, endpoint_id)) == 1:
+        return df
+    key = list(endpoint(endpoint_id).key)
+    if df.select(pl.struct(key).is_duplicated().any()).item():
+        return df.unique(subset=key, keep="last", maintain_order=True)
+    return df.rechunk()  # one buffer per column, as `unique` gives: later conversions then copy nothing
 
 
 def available_endpoints(raw_dir: str | Path) -> list[str]:

@@ -8,12 +8,19 @@ import polars as pl
 import pytest
 
 from etl.errors import GogookuError
-from etl.raw_store import available_endpoints, check_frame, part_files, read_endpoint, write_endpoint
+from etl.raw_store import (
+    available_endpoints,
+    check_frame,
+    part_files,
+    read_endpoint,
+    read_frame,
+    write_endpoint,
+)
 from etl.schema import ENDPOINTS
 
 
-def topix(days, close0=1000.0):
-    dates = [dt.date(2024, 1, 4) + dt.timedelta(days=i) for i in range(days)]
+def topix(days, close0=1000.0, start=dt.date(2024, 1, 4)):
+    dates = [start + dt.timedelta(days=i) for i in range(days)]
     close = [close0 + i for i in range(days)]
     return pl.DataFrame(
         {"Date": dates, "Open": close, "High": close, "Low": close, "Close": close},
@@ -51,8 +58,20 @@ def test_parts_are_read_together_and_dedupe_keeps_the_later_part(tmp_path):
     write_endpoint(tmp_path, "indices_topix", topix(5, close0=2000.0), part="2024-02")
     assert [p.name for p in part_files(tmp_path, "indices_topix")] == ["2024-01.parquet", "2024-02.parquet"]
     assert read_endpoint(tmp_path, "indices_topix").collect().height == 8
-    deduped = read_endpoint(tmp_path, "indices_topix", dedupe=True).collect().sort("Date")
+    deduped = read_frame(tmp_path, "indices_topix").sort("Date")
     assert deduped.height == 5 and deduped["Close"].to_list() == [2000.0, 2001.0, 2002.0, 2003.0, 2004.0]
+    write_endpoint(tmp_path, "indices_topix", topix(2, close0=3000.0), part="2024-03")  # a lone correction
+    assert read_frame(tmp_path, "indices_topix").sort("Date")["Close"].to_list() == [
+        3000.0,
+        3001.0,
+        2002.0,
+        2003.0,
+        2004.0,
+    ]
+    disjoint = tmp_path / "disjoint"  # no key repeats: every row, in part order
+    write_endpoint(disjoint, "indices_topix", topix(3), part="2024-01")
+    write_endpoint(disjoint, "indices_topix", topix(2, close0=5.0, start=dt.date(2024, 2, 1)), part="2024-02")
+    assert read_frame(disjoint, "indices_topix")["Close"].to_list() == [1000.0, 1001.0, 1002.0, 5.0, 6.0]
 
 
 def test_rewriting_a_part_replaces_it_and_leaves_no_temp_file(tmp_path):
