@@ -2,11 +2,11 @@
 # One call on a lent GPU machine: the GPU tests, then the GPU benchmarks.
 # Usage (device tool, from the repo root, carrying the wheels the image lacks in .whl/: polars,
 # polars-runtime-32, exchange-calendars and its pure-Python needs, ta-lib, py-spy; see docs/benchmarks.md):
-#   bash bench/gpu_check.sh   # GPU tests beside a full-market synth, then three full-market GPU ETL builds
+#   bash bench/gpu_check.sh   # GPU tests beside a full-market synth, then four full-market GPU ETL builds
 #   STAGES="tests graph etl model" ETL_STOCKS=1000 bash bench/gpu_check.sh   # any subset of these stages
 # Results go to $OUT (or ./gpu_out): summary.log, gpu_tests.log, bench_*.json, bench_stderr.log (the builds'
 # chunk timeline), etl_gpu_spy.txt (py-spy raw stacks of the first build, every thread), gpu_usage.csv.
-# Each stage has its own timeout; the defaults end inside 8 minutes (about 4 when all goes well).
+# Each stage has its own timeout; the defaults end inside 8 minutes (about 5 when all goes well).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -43,11 +43,11 @@ bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_N
 }
 want graph && bench graph 40 bench/graph.py --device gpu
 wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
-# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 2"). "spy": the GPU
+# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 2;--chunk 2048"). "spy": the GPU
 # defaults under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in
 # this run), "profile" the same under cProfile (the main thread only), "compare" the defaults again (kernel
 # cache warm) followed by the ten-feature panels vs Polars `.over("Code")` comparison; anything else is
-# options for bench/etl.py. ETL_LIMIT: seconds per build (default 100).
+# options for bench/etl.py. ETL_LIMIT: seconds per build (default 80).
 # GPU memory and utilisation are sampled every 2 s into gpu_usage.csv. ETL_DEVICE=cpu tries the stage here.
 SPY=${SPY:-$(command -v py-spy || echo /tmp/site/bin/py-spy)}  # without it the build runs unprofiled
 spy_run() {  # spy_run LIMIT ARGS...
@@ -63,8 +63,8 @@ spy_run() {  # spy_run LIMIT ARGS...
 if want etl; then
   nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 2000 >"$OUT/gpu_usage.csv" &
   SMI_PID=$!
-  L=${ETL_LIMIT:-100}
-  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 2}"
+  L=${ETL_LIMIT:-80}
+  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 2;--chunk 2048}"
   for opts in "${RUNS[@]}"; do
     args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}")
     case $opts in
