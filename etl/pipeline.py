@@ -29,7 +29,15 @@ import numpy as np
 import polars as pl
 
 from etl.errors import GogookuError
-from etl.features.registry import GRAPH_COLUMNS, REGISTRY, BuildParams, FeatureContext, Labels, load_all
+from etl.features.registry import (
+    FULL_WIDTH_CHUNK,
+    GRAPH_COLUMNS,
+    REGISTRY,
+    BuildParams,
+    FeatureContext,
+    Labels,
+    load_all,
+)
 from etl.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
 from train.config import GraphConfig
 
@@ -211,6 +219,7 @@ def run(
     if graph is not None:
         graph.validate()
         params = dataclasses.replace(params, graph=graph)
+    params = dataclasses.replace(params, full_width_chunk=max(FULL_WIDTH_CHUNK, chunk_size))
     cols = columns if columns is not None else build_columns()
     root = FeatureContext(xp, grid, source, params)
     window = (grid.dates >= params.dataset_start) & (grid.dates <= params.dataset_end)

@@ -172,9 +172,19 @@ def test_chunking_does_not_change_values(monkeypatch):
     from etl.features import registry
 
     raw = make_raw()
+    widths = []
+    by_chunks = registry.FeatureContext._by_chunks
+
+    def spy(ctx, name):
+        widths.append(ctx.params.full_width_chunk)
+        return by_chunks(ctx, name)
+
+    monkeypatch.setattr(registry.FeatureContext, "_by_chunks", spy)
     whole = pipeline.build_frame(raw, chunk_size=1000)
-    monkeypatch.setattr(registry, "FULL_WIDTH_CHUNK", 2)
+    assert widths == []  # the root is narrower than one piece
+    monkeypatch.setattr(pipeline, "FULL_WIDTH_CHUNK", 2)  # root pieces: widened to the chunk size, 3
     pieces = pipeline.build_frame(raw, chunk_size=3, workers=3)
+    assert widths and set(widths) == {3}
     assert whole.equals(pieces)
 
 

@@ -106,6 +106,9 @@ class BuildParams:
     history_sessions: int = 600
     eps: float = 1e-12
     graph: GraphConfig = GraphConfig()
+    # stocks per piece when the root computes a full-width column: bounds one column's intermediates (the
+    # pipeline widens it to its chunk size: on a GPU fewer, wider kernel launches)
+    full_width_chunk: int = FULL_WIDTH_CHUNK
 
 
 class Registry(Mapping[str, FeatureSpec]):
@@ -328,13 +331,13 @@ class FeatureContext:
     def column(self, name: str) -> Any:
         """The value of a registered column on this context's stocks (memoised).
 
-        On a root wider than `FULL_WIDTH_CHUNK` stocks the column is computed chunk by chunk and concatenated,
-        so only the requested full-width column is kept, not its intermediates (memory budget).
+        On a root wider than `params.full_width_chunk` stocks the column is computed piece by piece and
+        concatenated, so only the requested full-width column is kept, not its intermediates (memory budget).
         """
         if name in self._columns:
             return self._columns[name]
         spec = REGISTRY[name]
-        if self.is_full and self.grid.N > FULL_WIDTH_CHUNK:
+        if self.is_full and self.grid.N > self.params.full_width_chunk:
             self._columns[name] = self._by_chunks(name)
             return self._columns[name]
         out = spec.fn(self)
@@ -350,8 +353,9 @@ class FeatureContext:
 
     def _by_chunks(self, name: str) -> Any:
         parts = []
-        for lo in range(0, self.grid.N, FULL_WIDTH_CHUNK):
-            child = self.chunk(lo, min(self.grid.N, lo + FULL_WIDTH_CHUNK))
+        step = self.params.full_width_chunk
+        for lo in range(0, self.grid.N, step):
+            child = self.chunk(lo, min(self.grid.N, lo + step))
             parts.append(child.column(name))
         if isinstance(parts[0], Labels):
             return Labels(self.xp.concatenate([p.codes for p in parts], axis=1), parts[0].categories)
