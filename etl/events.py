@@ -149,13 +149,8 @@ def gather_host(panel_TN: Any, row_R: np.ndarray, col_R: np.ndarray) -> np.ndarr
     out = np.full(np.shape(row_R), np.nan)
     ok = (np.asarray(row_R) >= 0) & (np.asarray(col_R) >= 0)
     if panel_TN is not None and ok.any():
-        xp_rows, xp_cols = row_R[ok], col_R[ok]
-        if hasattr(panel_TN, "get"):  # CuPy: index on the device, copy the few values back
-            import cupy
-
-            out[ok] = panel_TN[cupy.asarray(xp_rows), cupy.asarray(xp_cols)].get()
-        else:
-            out[ok] = np.asarray(panel_TN)[xp_rows, xp_cols]
+        xp = ops.array_namespace(panel_TN)  # index where the panel lives, copy the few values back
+        out[ok] = ops.to_host(panel_TN[xp.asarray(row_R[ok]), xp.asarray(col_R[ok])])
     return out
 
 

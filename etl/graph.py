@@ -22,6 +22,7 @@ import numpy as np
 from etl.errors import GogookuError
 from etl.graph_corr import PeerTable, start_peer_table, work_sizes
 from etl.graph_metrics import METRIC_COLUMNS, union_metrics
+from etl.ops import to_host
 from train.config import GraphConfig
 
 # (column, dtype on write) in catalog order, FEATURES.md #329-#346
@@ -230,10 +231,6 @@ def _metrics_chunk(
     return edges
 
 
-def _host(xp: Any, a: Any) -> Any:
-    return xp.asnumpy(a) if xp.__name__ == "cupy" else a
-
-
 @dataclass(frozen=True)
 class EdgeArrays:
     """Edges per date in the model's padded form (model/batch.py): both directions of each edge.
@@ -275,10 +272,10 @@ def write_graph_edges(
     "same". Epad = 2 x the largest per-date edge count, rounded up to `pad_multiple`.
     """
     e = build.edges
-    t, i, j = (np.asarray(_host(xp, a)) for a in (e.t_E, e.i_E, e.j_E))
-    rho = np.asarray(_host(xp, e.rho_E), dtype=np.float32)
-    row_mask = np.asarray(_host(xp, xp.asarray(row_mask_TN, dtype=bool)))
-    sector, market = np.asarray(_host(xp, sector33_TN)), np.asarray(_host(xp, market_TN))
+    t, i, j = (to_host(a) for a in (e.t_E, e.i_E, e.j_E))
+    rho = to_host(e.rho_E).astype(np.float32, copy=False)
+    row_mask = to_host(xp.asarray(row_mask_TN, dtype=bool))
+    sector, market = to_host(sector33_TN), to_host(market_TN)
     if not (row_mask.shape == sector.shape == market.shape) or row_mask.shape[0] < (
         t.max() + 1 if t.size else 0
     ):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from etl.ops import to_host
+
 PAGERANK_ALPHA = 0.85
 PAGERANK_TOL = 1e-6
 PAGERANK_MAX_ITER = 100
@@ -240,7 +242,7 @@ def _date_subchunks(xp: Any, node_date: Any, n_dates: int, max_nodes: int) -> li
     """Contiguous node ranges covering whole dates, each with about <= max_nodes nodes."""
     import numpy as np
 
-    counts = np.asarray(_host(xp, xp.bincount(node_date, minlength=n_dates)))
+    counts = to_host(xp.bincount(node_date, minlength=n_dates))
     bounds = np.concatenate([[0], np.cumsum(counts)])
     out, start = [], 0
     for d in range(1, n_dates + 1):
@@ -250,10 +252,6 @@ def _date_subchunks(xp: Any, node_date: Any, n_dates: int, max_nodes: int) -> li
     if bounds[n_dates] > bounds[start]:
         out.append((int(bounds[start]), int(bounds[n_dates])))
     return out
-
-
-def _host(xp: Any, a: Any) -> Any:
-    return xp.asnumpy(a) if _is_cupy(xp) else a
 
 
 def popcount_rows(xp: Any, bits_NW: Any) -> Any:
@@ -296,7 +294,7 @@ def distance_sums_bitset(xp: Any, indptr: Any, dst: Any, local_pos: Any) -> Any:
     inv[perm] = xp.arange(n)
     deg_sorted = deg[perm]
     counts = xp.searchsorted(-deg_sorted, -xp.arange(int(deg_sorted[0])), side="left")
-    counts = [int(c) for c in _host(xp, counts)]
+    counts = to_host(counts).tolist()
     slots = [inv[dst[indptr[perm[:c]] + s]] for s, c in enumerate(counts)]
     pos = local_pos[perm]
     frontier = xp.zeros((n, width), dtype=xp.uint64)

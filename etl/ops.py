@@ -28,6 +28,11 @@ def array_namespace(x: Any) -> ModuleType:
     return np
 
 
+def to_host(a: Any) -> np.ndarray:
+    """`a` as a NumPy array: copied from the device for CuPy, as it is otherwise."""
+    return a.get() if type(a).__module__.startswith("cupy") else np.asarray(a)
+
+
 def _f64(x: Any) -> Any:
     xp = array_namespace(x)
     return xp.asarray(x, dtype=xp.float64)

@@ -33,6 +33,7 @@ from etl.events import (
 )
 from etl.features.identifiers import EARNINGS_DOC
 from etl.features.registry import FeatureContext, features
+from etl.ops import to_host
 
 ITEMS = ("NetSales", "OperatingProfit", "Profit", "EarningsPerShare", "DividendPerShareAnnual")
 PER_SHARE = ("EarningsPerShare", "DividendPerShareAnnual")
@@ -306,7 +307,7 @@ def revision_records(cal: EventCalendar, codes: Any, st: pl.DataFrame, af_TN: An
 
 def cumulative_factor(af_TN: Any) -> np.ndarray:
     """Host [T, N] running product of AdjustmentFactor (missing -> 1): Π over (a, b] = cum[b] / cum[a]."""
-    af = af_TN.get() if hasattr(af_TN, "get") else np.asarray(af_TN)
+    af = to_host(af_TN)
     return np.cumprod(np.where(np.isnan(af), 1.0, af), axis=0)
 
 
