@@ -188,3 +188,35 @@ def test_vintage_windows_equal_the_exact_windows(versions, w):
     )
     exact = window_reduce(group, item, pub, vals, group, item, pub, w, lambda x: win_mean(x, 1))
     np.testing.assert_allclose(fast, exact, rtol=1e-12, equal_nan=True)
+
+
+def test_record_windows_run_on_the_given_namespace():
+    """RecordSeries and VintageWindows hand their panel function `xp`'s array (the device's on a GPU build)
+    and give back host values equal to the host path's."""
+    from etl import ops
+    from etl.events import RecordSeries, VintageWindows
+
+    class DeviceArray(np.ndarray):  # stands in for a device array
+        pass
+
+    class DeviceXp:
+        @staticmethod
+        def asarray(a):
+            return np.asarray(a).view(DeviceArray)
+
+    seen = []
+
+    def mean2(p):
+        seen.append(type(p))
+        return ops.rolling_mean(p, 2, 1)
+
+    group, item = np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 1])
+    vals = np.array([1.0, 2.0, 4.0, 10.0, 20.0])
+    on_host = RecordSeries.build(group, item).apply(vals, lambda p: ops.rolling_mean(p, 2, 1))
+    np.testing.assert_array_equal(on_host, [1.0, 1.5, 3.0, 10.0, 15.0])
+    moved = RecordSeries.build(group, item, DeviceXp).apply(vals, mean2)
+    assert seen == [DeviceArray] and type(moved) is np.ndarray
+    np.testing.assert_array_equal(moved, on_host)
+    vintage = VintageWindows.build(group, item, item.copy(), DeviceXp).apply(vals, 2, mean2, lambda x: x)
+    assert seen == [DeviceArray, DeviceArray]
+    np.testing.assert_array_equal(vintage, on_host)

@@ -103,8 +103,10 @@ def prepare(dm: pl.DataFrame) -> pl.DataFrame:
     return dm.sort("Code", "ApplicationDate", "PublishedDate")
 
 
-def record_values(dm: pl.DataFrame, cal: EventCalendar, adv_R: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-version values of every dmi column (before attachment)."""
+def record_values(
+    dm: pl.DataFrame, cal: EventCalendar, adv_R: np.ndarray, xp: Any = np
+) -> dict[str, np.ndarray]:
+    """Per-version values of every dmi column (before attachment); `xp` runs the rolling windows."""
 
     def f(c: str) -> np.ndarray:
         return dm[c].cast(pl.Float64).to_numpy().astype(np.float64)
@@ -115,7 +117,7 @@ def record_values(dm: pl.DataFrame, cal: EventCalendar, adv_R: np.ndarray) -> di
     app, pub = to_days(dm["ApplicationDate"]), to_days(dm["PublishedDate"])
     group, item = group_positions(dm.select("Code", "ApplicationDate"), ["Code"], "ApplicationDate")
 
-    windows = VintageWindows.build(group, item, pub)
+    windows = VintageWindows.build(group, item, pub, xp)
 
     def prev(values: np.ndarray) -> np.ndarray:
         return windows.apply(values, 2, lambda p: ops.lag(p, 1), lambda x: x[:, 1])
@@ -180,7 +182,7 @@ def records(cal: EventCalendar, codes: Any, dm: pl.DataFrame, adv20_TN: Any) -> 
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return RecordSet(
-        values=record_values(dm, cal, adv_R),
+        values=record_values(dm, cal, adv_R, ops.array_namespace(adv20_TN)),
         row_R=eff_row(cal, eff),
         code_R=col,
         rank_R=rank,

@@ -79,8 +79,8 @@ def prepare(wm: pl.DataFrame) -> pl.DataFrame:
     return wm.unique(subset=["Code", "Date"], keep="last", maintain_order=True).sort("Code", "Date")
 
 
-def record_values(wm: pl.DataFrame, adv_R: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-record values of every margin column (before attachment)."""
+def record_values(wm: pl.DataFrame, adv_R: np.ndarray, xp: Any = np) -> dict[str, np.ndarray]:
+    """Per-record values of every margin column (before attachment); `xp` runs the rolling windows."""
     L = wm["LongMarginTradeVolume"].to_numpy().astype(np.float64)
     S = wm["ShortMarginTradeVolume"].to_numpy().astype(np.float64)
     Lstd = wm["LongStandardizedMarginTradeVolume"].to_numpy().astype(np.float64)
@@ -89,7 +89,7 @@ def record_values(wm: pl.DataFrame, adv_R: np.ndarray) -> dict[str, np.ndarray]:
     Sneg = wm["ShortNegotiableMarginTradeVolume"].to_numpy().astype(np.float64)
     day = to_days(wm["Date"])
     group, item = group_positions(wm.select("Code", "Date"), ["Code"], "Date")
-    series = RecordSeries.build(group, item)
+    series = RecordSeries.build(group, item, xp)
 
     def prev(x: np.ndarray) -> np.ndarray:
         return series.apply(x, lambda p: ops.lag(p, 1))
@@ -143,7 +143,7 @@ def records(cal: EventCalendar, codes: Any, wm: pl.DataFrame, adv20_TN: Any) -> 
     eff = cal.add_business(day, 3)
     adv_R = gather_host(adv20_TN, cal.last_row(day), col)
     return RecordSet(
-        values=record_values(wm, adv_R),
+        values=record_values(wm, adv_R, ops.array_namespace(adv20_TN)),
         row_R=eff_row(cal, eff),
         code_R=col,
         rank_R=day,
