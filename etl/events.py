@@ -133,17 +133,6 @@ def eff_row(cal: EventCalendar, eff_day: np.ndarray) -> np.ndarray:
     return row
 
 
-def code_index(codes: Any, record_codes: pl.Series) -> np.ndarray:
-    """Column of each record's code in the grid's sorted code list; -1 for codes not on the grid."""
-    grid = np.asarray(codes).astype(str)
-    rec = record_codes.cast(pl.String).fill_null("").to_numpy().astype(str)
-    pos = np.searchsorted(grid, rec)
-    pos_c = np.minimum(pos, max(grid.size - 1, 0))
-    found = (grid.size > 0) & (pos < grid.size)
-    found = found & (grid[pos_c] == rec) if grid.size else np.zeros(rec.shape, bool)
-    return np.where(found, pos_c, -1).astype(np.int64)
-
-
 def gather_host(panel_TN: Any, row_R: np.ndarray, col_R: np.ndarray) -> np.ndarray:
     """panel[row, col] for each record as host float64; NaN where row < 0 or col < 0 (or no panel)."""
     out = np.full(np.shape(row_R), np.nan)

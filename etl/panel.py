@@ -55,10 +55,8 @@ class Grid:
 
     def code_index(self, codes: Any) -> np.ndarray:
         """Column of each code, -1 if the code is not on the grid."""
-        if isinstance(codes, pl.Series):  # hash lookup in Polars: fast on millions of rows
-            lookup = {c: i for i, c in enumerate(self.codes.tolist())}
-            idx = codes.cast(pl.String).replace_strict(lookup, default=-1, return_dtype=pl.Int64)
-            return idx.fill_null(-1).to_numpy().astype(np.int64)
+        if isinstance(codes, pl.Series):
+            return code_index(self.codes, codes)
         c = np.asarray(codes, dtype=object).astype(str)
         i = np.searchsorted(self.codes, c, side="left")
         ok = (i < self.N) & (self.codes[np.minimum(i, max(self.N - 1, 0))] == c) if self.N else i < 0
@@ -83,6 +81,14 @@ class Grid:
     def date_days(self) -> np.ndarray:
         """Grid dates as float days since 1970-01-01 (for calendar-day arithmetic on panels)."""
         return self.dates.astype(np.int64).astype(np.float64)
+
+
+def code_index(codes: Any, values: pl.Series) -> np.ndarray:
+    """Position of each value in the code list `codes`, -1 for a code not in it (or null): a hash lookup in
+    Polars, fast on millions of rows (a sorted search over NumPy strings is ~6x slower)."""
+    lookup = {c: i for i, c in enumerate(np.asarray(codes).astype(str).tolist())}
+    idx = values.cast(pl.String).replace_strict(lookup, default=-1, return_dtype=pl.Int64)
+    return idx.fill_null(-1).to_numpy().astype(np.int64)
 
 
 def business_days_from_calendar(calendar: pl.DataFrame) -> np.ndarray:

@@ -23,7 +23,6 @@ from etl.events import (
     VintageWindows,
     attach_records,
     chunk_columns,
-    code_index,
     eff_row,
     empty_columns,
     gather_host,
@@ -34,6 +33,7 @@ from etl.events import (
     win_z,
 )
 from etl.features.registry import FeatureContext, features
+from etl.panel import code_index
 from etl.schema import DAILY_MARGIN_MIXED_COLUMNS, PUBLISH_REASONS
 
 STALENESS = 3

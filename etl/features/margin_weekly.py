@@ -21,7 +21,6 @@ from etl.events import (
     RecordSet,
     attach_records,
     chunk_columns,
-    code_index,
     eff_row,
     empty_columns,
     gather_host,
@@ -30,6 +29,7 @@ from etl.events import (
     to_days,
 )
 from etl.features.registry import FeatureContext, features
+from etl.panel import code_index
 
 STALENESS = 10
 PREV_MAX_DAYS = 14

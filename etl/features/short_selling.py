@@ -23,7 +23,6 @@ from etl.events import (
     RecordSeries,
     RecordSet,
     attach_records,
-    code_index,
     eff_row,
     event_calendar,
     group_positions,
@@ -32,6 +31,7 @@ from etl.events import (
 )
 from etl.features.identifiers import SECTOR33_CODES
 from etl.features.registry import FeatureContext, features
+from etl.panel import code_index
 
 STALENESS = 3
 ACTIVE_RATIO = 0.005

@@ -22,7 +22,6 @@ from etl.events import (
     EventCalendar,
     RecordSet,
     attach_records,
-    code_index,
     eff_row,
     empty_columns,
     event_calendar,
@@ -34,6 +33,7 @@ from etl.events import (
 from etl.features.identifiers import EARNINGS_DOC
 from etl.features.registry import FeatureContext, features
 from etl.ops import to_host
+from etl.panel import code_index
 
 ITEMS = ("NetSales", "OperatingProfit", "Profit", "EarningsPerShare", "DividendPerShareAnnual")
 PER_SHARE = ("EarningsPerShare", "DividendPerShareAnnual")
