@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl import ops
+from etl import ops, panel
 from etl.errors import GogookuError
 
 EPS = 1e-12
@@ -54,9 +54,7 @@ def malformed(endpoint_id: str, rule: str, rows: pl.DataFrame) -> EventDataError
 
 def to_days(values: Any) -> np.ndarray:
     """Dates (Polars Series, datetime64 or date list) -> int64 days since 1970-01-01 (NaT -> INT64 min)."""
-    if isinstance(values, pl.Series):
-        values = values.cast(pl.Date).to_numpy()
-    return np.asarray(values, dtype="datetime64[D]").astype(np.int64)
+    return panel.to_days(values).astype(np.int64)
 
 
 NAT_DAY = np.iinfo(np.int64).min
