@@ -48,6 +48,11 @@ def _argsort_stable(xp: ModuleType, a: Any) -> Any:
     return np.argsort(a, kind="stable") if xp is np else xp.argsort(a)
 
 
+def _argsort_rows_stable(xp: ModuleType, a: Any) -> Any:
+    """Stable argsort of each row of a 2-D array."""
+    return np.argsort(a, axis=1, kind="stable") if xp is np else xp.argsort(a, axis=1)
+
+
 def _cummax(xp: ModuleType, a: Any) -> Any:
     """Running maximum along axis 0 (NumPy ufunc accumulate; a doubling scan elsewhere)."""
     if xp is np:
@@ -476,20 +481,22 @@ def group_gather(stat_TG: Any, group_ids: Any) -> Any:
 def _group_sorted(x: Any, group_ids: Any, n_groups: int, mask: Any | None) -> tuple[Any, ...]:
     """Valid entries sorted by (date, group, value): flat positions, keys, values and segment bounds.
 
-    Equal values keep their column order. One sort of unique int keys (group key, rank of the value within
-    its date) instead of two stable sorts of all entries: the ranks come from row-wise sorts, which stay
-    in cache (half the time at full scale).
+    Equal values keep their column order. Row-wise sorts only (they stay in cache): each date by value, then
+    stably by group id (int16 keys: a radix sort on NumPy), instead of two stable sorts of all ~9M entries
+    (a third of the time at full scale).
     """
     xp = array_namespace(x)
     x = _f64(x)
     T, N = x.shape
     v, key = _group_keys(x, group_ids, n_groups, mask)
-    row_order = xp.argsort(x, axis=1, kind="stable") if xp is np else xp.argsort(x, axis=1)
-    rank = xp.argsort(row_order, axis=1).ravel()  # the inverse permutation of each row
-    flat = xp.nonzero(v.ravel())[0]
+    by_value = _argsort_rows_stable(xp, x)
+    small = np.int16 if n_groups < np.iinfo(np.int16).max else np.int64
+    gid = xp.where(v, xp.asarray(group_ids), n_groups).astype(small)  # invalid entries last
+    by_group = _argsort_rows_stable(xp, xp.take_along_axis(gid, by_value, axis=1))
+    order = xp.take_along_axis(by_value, by_group, axis=1)
+    first = xp.arange(N)[None, :] < v.sum(axis=1)[:, None]  # each date's valid entries lead its row
+    flat = (order + _time_index(xp, x) * N)[first]
     keys = key.ravel()[flat]
-    order = xp.argsort(keys * N + rank[flat])  # unique keys: any sort gives the same order
-    flat, keys = flat[order], keys[order]
     vals = x.ravel()[flat]
     m = keys.shape[0]
     pos = xp.arange(m)
