@@ -97,10 +97,11 @@ def polars_ten(dq: pl.DataFrame) -> tuple[float, pl.DataFrame]:
     return time.perf_counter() - t0, out
 
 
-def panel_ten(raw_dir: str, xp, to_numpy) -> tuple[float, float, dict]:
+def panel_ten(raw_dir: str, xp) -> tuple[float, float, dict]:
     """(pivot seconds, feature seconds, values) for the ten on full-width panels."""
     from etl import pipeline
     from etl.features import price_volume, registry  # noqa: F401  (registers the columns)
+    from etl.ops import to_host
 
     source = pipeline.RawSource(loader=pipeline.store_loader(raw_dir))
     grid, params = pipeline.make_grid(source, None, None, history=0)
@@ -108,7 +109,7 @@ def panel_ten(raw_dir: str, xp, to_numpy) -> tuple[float, float, dict]:
     t0 = time.perf_counter()
     ctx.panel("Close")
     t1 = time.perf_counter()
-    values = {name: to_numpy(ctx[name]) for name in TEN}
+    values = {name: to_host(ctx[name]) for name in TEN}
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, values
 
@@ -118,7 +119,7 @@ def compare_ten(raw: str, backend) -> dict:
     from etl.pipeline import store_loader
 
     dq = store_loader(raw)("prices_daily_quotes")
-    pivot_s, panel_s, _ = panel_ten(raw, backend.xp, backend.to_numpy)
+    pivot_s, panel_s, _ = panel_ten(raw, backend.xp)
     polars_s, _ = polars_ten(dq)
     return {
         "ten_features": list(TEN),

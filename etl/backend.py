@@ -38,10 +38,6 @@ class Backend:
 
         return jax.devices(self.device)[0]
 
-    def to_numpy(self, array: Any) -> Any:
-        """Bring an `xp` array to host memory as a NumPy array."""
-        return self.xp.asnumpy(array) if self.device == "gpu" else array
-
 
 def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None

@@ -43,14 +43,9 @@ def _time_index(xp: ModuleType, x: Any) -> Any:
     return xp.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
 
 
-def _argsort_stable(xp: ModuleType, a: Any) -> Any:
-    """Stable argsort of a 1-D array (CuPy's sort is always stable and takes no `kind`)."""
-    return np.argsort(a, kind="stable") if xp is np else xp.argsort(a)
-
-
-def _argsort_rows_stable(xp: ModuleType, a: Any) -> Any:
-    """Stable argsort of each row of a 2-D array."""
-    return np.argsort(a, axis=1, kind="stable") if xp is np else xp.argsort(a, axis=1)
+def _argsort_stable(xp: ModuleType, a: Any, axis: int = -1) -> Any:
+    """Stable argsort along `axis` (CuPy's sort is always stable and takes no `kind`)."""
+    return np.argsort(a, axis=axis, kind="stable") if xp is np else xp.argsort(a, axis=axis)
 
 
 def _cummax(xp: ModuleType, a: Any) -> Any:
@@ -489,10 +484,10 @@ def _group_sorted(x: Any, group_ids: Any, n_groups: int, mask: Any | None) -> tu
     x = _f64(x)
     T, N = x.shape
     v, key = _group_keys(x, group_ids, n_groups, mask)
-    by_value = _argsort_rows_stable(xp, x)
+    by_value = _argsort_stable(xp, x, axis=1)
     small = np.int16 if n_groups < np.iinfo(np.int16).max else np.int64
     gid = xp.where(v, xp.asarray(group_ids), n_groups).astype(small)  # invalid entries last
-    by_group = _argsort_rows_stable(xp, xp.take_along_axis(gid, by_value, axis=1))
+    by_group = _argsort_stable(xp, xp.take_along_axis(gid, by_value, axis=1), axis=1)
     order = xp.take_along_axis(by_value, by_group, axis=1)
     first = xp.arange(N)[None, :] < v.sum(axis=1)[:, None]  # each date's valid entries lead its row
     flat = (order + _time_index(xp, x) * N)[first]

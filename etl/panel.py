@@ -54,13 +54,10 @@ class Grid:
         return np.where(ok, i, -1).astype(np.int64)
 
     def code_index(self, codes: Any) -> np.ndarray:
-        """Column of each code, -1 if the code is not on the grid."""
-        if isinstance(codes, pl.Series):
-            return code_index(self.codes, codes)
-        c = np.asarray(codes, dtype=object).astype(str)
-        i = np.searchsorted(self.codes, c, side="left")
-        ok = (i < self.N) & (self.codes[np.minimum(i, max(self.N - 1, 0))] == c) if self.N else i < 0
-        return np.where(ok, i, -1).astype(np.int64)
+        """Column of each code (a Polars Series or a list/array), -1 if the code is not on the grid."""
+        if not isinstance(codes, pl.Series):
+            codes = pl.Series(np.asarray(codes, dtype=object).astype(str), dtype=pl.String)
+        return code_index(self.codes, codes)
 
     def asof_index(self, dates: Any) -> np.ndarray:
         """Row of the first grid session >= date (attachment of an effective date); T if none (NaT -> T)."""

@@ -38,6 +38,7 @@ from etl.features.registry import (
     Labels,
     load_all,
 )
+from etl.ops import to_host
 from etl.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
 from train.config import GraphConfig
 
@@ -194,7 +195,6 @@ def run(
     sink: Callable[[pl.DataFrame, int], None],
     *,
     xp: Any = np,
-    to_numpy: Callable[[Any], Any] = np.asarray,
     start: str | None = None,
     end: str | None = None,
     columns: list[str] | None = None,
@@ -264,15 +264,15 @@ def run(
             # one frame per year: the store's partition, and a tenth of the chunk's rows in memory at once
             keep_y = keep_T & xp.asarray(years == year)[None, :]
             cols_x, rows_x = xp.nonzero(keep_y)
-            rows, cols_np = to_numpy(rows_x), to_numpy(cols_x)
+            rows, cols_np = to_host(rows_x), to_host(cols_x)
             if rows.shape[0] == 0:
                 continue
             values: dict[str, Any] = {}
             for names, ftype in blocks:
-                block = select_block([ctx[c] for c in names], keep_y, to_numpy, ftype)
+                block = select_block([ctx[c] for c in names], keep_y, ftype)
                 values.update(zip(names, block, strict=True))
             for c in strings:
-                values[c] = select_rows(ctx[c], keep_y, to_numpy)
+                values[c] = select_rows(ctx[c], keep_y)
             frame = pl.DataFrame(
                 [
                     pl.Series("Code", ctx.codes[cols_np], dtype=pl.String),
@@ -415,7 +415,6 @@ def build_store(
             source,
             writer,
             xp=backend.xp,
-            to_numpy=backend.to_numpy,
             start=start,
             end=end,
             chunk_size=chunk_size,

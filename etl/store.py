@@ -21,7 +21,7 @@ import polars as pl
 
 from etl.errors import GogookuError
 from etl.features.registry import REGISTRY, Labels
-from etl.ops import array_namespace
+from etl.ops import array_namespace, to_host
 
 POLARS_DTYPES = {
     "f32": pl.Float32,
@@ -103,16 +103,14 @@ def _pick(arr: Any, keep_T: Any) -> Any:
     return arr.T[keep_T]
 
 
-def select_rows(value: Any, keep_T: Any, to_numpy: Any) -> Any:
+def select_rows(value: Any, keep_T: Any) -> Any:
     """The [T, n] value where `keep_T` ([n, T], stock-major) is True, in (Code, Date) order, on the host."""
     arr = value.codes if isinstance(value, Labels) else value
-    picked = _pick(arr, keep_T)
-    if isinstance(value, Labels):
-        return (to_numpy(picked), value.categories)
-    return to_numpy(picked)
+    picked = to_host(_pick(arr, keep_T))
+    return (picked, value.categories) if isinstance(value, Labels) else picked
 
 
-def select_block(values: list[Any], keep_T: Any, to_numpy: Any, dtype: Any = np.float32) -> np.ndarray:
+def select_block(values: list[Any], keep_T: Any, dtype: Any = np.float32) -> np.ndarray:
     """`select_rows` of many numeric [T, n] columns as one [C, rows] host array of `dtype`.
 
     Filled where the columns live and copied to the host once: on a GPU one transfer (and one device sync)
@@ -128,7 +126,7 @@ def select_block(values: list[Any], keep_T: Any, to_numpy: Any, dtype: Any = np.
             out = xp.empty((len(values), picked.shape[0]), dtype=dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # beyond the f32 range: ±inf, then null
             out[i] = picked
-    return to_numpy(out)
+    return to_host(out)
 
 
 def schema_hash(columns: list[str]) -> str:

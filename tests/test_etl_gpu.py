@@ -39,7 +39,7 @@ def test_pipeline_parity_on_gpu():
 
     raw = make_raw()
     cpu = pipeline.build_frame(raw, chunk_size=4)
-    gpu = pipeline.build_frame(raw, chunk_size=4, xp=cupy, to_numpy=cupy.asnumpy)
+    gpu = pipeline.build_frame(raw, chunk_size=4, xp=cupy)
     assert cpu.columns == gpu.columns and cpu.select("Code", "Date").equals(gpu.select("Code", "Date"))
     bad = []
     for c in cpu.columns[2:]:

@@ -149,10 +149,10 @@ def test_to_series_casts_and_nulls():
     # columns reach the host as blocks in (Code, Date) order: [T=2, n=2] panels, stock 0 kept on both dates
     a, b = np.array([[1e39, 1.0], [0.5, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]])
     keep = np.array([[True, True], [False, True]])  # [n, T]
-    block = store.select_block([a, b], keep, np.asarray)
+    block = store.select_block([a, b], keep)
     assert block.dtype == np.float32 and block.shape == (2, 3) and np.isinf(block[0, 0])
     np.testing.assert_array_equal(block[1], [3.0, 5.0, 6.0])
-    wide = store.select_block([a, b.astype(bool)], keep, np.asarray, np.float64)
+    wide = store.select_block([a, b.astype(bool)], keep, np.float64)
     np.testing.assert_array_equal(wide, [[1e39, 0.5, 2.0], [1.0, 1.0, 1.0]])
     t = store.to_series("s", "str", (np.array([1.0, np.nan]), ("a", "b")))
     assert t.to_list() == ["b", None]
