@@ -43,7 +43,7 @@ bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_N
 }
 want graph && bench graph 40 bench/graph.py --device gpu
 wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
-# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 2;--chunk 2048"). "spy": the GPU
+# ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 1;--chunk 2048"). "spy": the GPU
 # defaults under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in
 # this run), "profile" the same under cProfile (the main thread only), "compare" the defaults again (kernel
 # cache warm) followed by the ten-feature panels vs Polars `.over("Code")` comparison; anything else is
@@ -64,7 +64,7 @@ if want etl; then
   nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 2000 >"$OUT/gpu_usage.csv" &
   SMI_PID=$!
   L=${ETL_LIMIT:-80}
-  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 2;--chunk 2048}"
+  IFS=';' read -ra RUNS <<<"${ETL_RUNS-spy;compare;--workers 1;--chunk 2048}"
   for opts in "${RUNS[@]}"; do
     args=(bench/etl.py --raw /tmp/raw --out /tmp/features --device "${ETL_DEVICE:-gpu}")
     case $opts in

@@ -387,10 +387,10 @@ def build_store(
 
     The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs, etl/graph.py)
     and `catalog.json` (with the graph config and Epad under "graph"). `chunk_size`: stocks per chunk, by
-    default 64 on a CPU and 1,024 on a GPU. `workers`: chunk threads; by default 2 on a CPU with two or
-    more cores (each holds a chunk's columns: more would strain the 8 GB
-    budget at full scale) and 1 on a GPU, where the device serialises the work. Parquet files are written
-    by a background thread.
+    default 64 on a CPU and 1,024 on a GPU. `workers`: chunk threads; by default 2 where there are two or
+    more cores (each holds a chunk's columns: more would strain the 8 GB budget at full scale). On a GPU
+    the device serialises the kernels, but the second thread overlaps one chunk's host side (copies to
+    host, Polars frames) with the other's launches. Parquet files are written by a background thread.
     """
     from etl import store
     from etl.backend import resolve_backend
@@ -408,7 +408,7 @@ def build_store(
     if chunk_size is None:
         chunk_size = GPU_CHUNK if backend.device == "gpu" else DEFAULT_CHUNK
     if workers is None:
-        workers = 1 if backend.device == "gpu" else min(2, os.cpu_count() or 1)
+        workers = min(2, os.cpu_count() or 1)
     writer = store.ChunkWriter(out)
     try:
         result = run(

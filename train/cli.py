@@ -157,7 +157,7 @@ def etl(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Chunk threads (default: 2 on a CPU with two or more cores, 1 on a GPU); each holds a "
+            help="Chunk threads (default: 2 with two or more CPU cores, on a CPU or a GPU); each holds a "
             "chunk's columns, so more threads need more memory."
         ),
     ] = None,
