@@ -19,10 +19,10 @@ import time
 import numpy as np
 import polars as pl
 
-from etl.events import EventCalendar, attach_records
 from etl.features import earnings, flows, margin_daily, margin_weekly, short_selling, statements
 from etl.features.identifiers import SECTOR33_CODES
-from etl.schema import ENDPOINTS
+from etl.panels.events import EventCalendar, attach_records
+from etl.sources.schema import ENDPOINTS
 
 
 def frame(endpoint_id: str, cols: dict, n: int) -> pl.DataFrame:

@@ -28,10 +28,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_jquants
 
-from etl.schema import ENDPOINTS, v2_to_v1  # noqa: E402
 from etl.sources.jquants import FetchOptions, fetch, plan_units  # noqa: E402
 from etl.sources.jquants_http import PLAN_REQUESTS_PER_MINUTE  # noqa: E402
 from etl.sources.jquants_map import rows_to_frame  # noqa: E402
+from etl.sources.schema import ENDPOINTS, v2_to_v1  # noqa: E402
 from tests.fake_jquants import FakeJQuants, FakeState, _sessions, frame_to_v2_rows  # noqa: E402
 
 EP = ENDPOINTS["prices_daily_quotes"]

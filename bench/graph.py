@@ -30,8 +30,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
 
 from etl.backend import resolve_backend  # noqa: E402
-from etl.graph import build_graphs  # noqa: E402
-from train.config import GraphConfig  # noqa: E402
+from etl.config import GraphConfig  # noqa: E402
+from etl.graph.build import build_graphs  # noqa: E402
 
 
 def factor_returns(t_len: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def compare(build: object, n_dates: int) -> dict[str, float]:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import shortest_path
 
-    from etl.graph_metrics import csr, distance_sums_bitset, union_metrics
+    from etl.graph.metrics import csr, distance_sums_bitset, union_metrics
 
     e, valid = build.edges, build.is_graph_valid_TN
     t_len = valid.shape[0]

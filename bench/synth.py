@@ -28,8 +28,8 @@ CASES = [
 
 def one(stocks: int, start: str, end: str, seed: int) -> dict:
     """Generate once in this process; report wall time, peak RSS and output size."""
+    from etl.config import SynthConfig
     from etl.sources.synthetic import generate
-    from train.config import SynthConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """`gogooku etl`: raw store -> validated frames -> [T, N] panels -> registered features -> feature store.
 
 Order of work (memory budget, DESIGN §4): the root context holds the full-width base panels and whatever
-cross-sectional inputs the sector features ask for (`ctx.full`); the graph stage (etl/graph.py on the
+cross-sectional inputs the sector features ask for (`ctx.full`); the graph stage (etl/graph/build.py on the
 full-history returns_1d panel) starts as soon as returns_1d exists, in a background thread beside the first
 chunk, writes its edge file and keeps its 18 columns + is_graph_valid as float32 [T, N] panels; the per-stock
 features are computed one stock chunk at a time (the first alone, the rest on `workers` threads) and each
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from etl.config import GraphConfig
 from etl.errors import GogookuError
 from etl.features.registry import (
     FULL_WIDTH_CHUNK,
@@ -39,8 +40,7 @@ from etl.features.registry import (
     load_all,
 )
 from etl.ops import to_host
-from etl.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
-from train.config import GraphConfig
+from etl.panels.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
 
 DAILY_QUOTES = "prices_daily_quotes"
 CALENDAR = "markets_trading_calendar"
@@ -67,7 +67,7 @@ def _fail(endpoint_id: str, rule: str, bad: pl.DataFrame, cols: list[str]) -> No
 
 def validate(endpoint_id: str, df: pl.DataFrame, business_days: np.ndarray | None) -> pl.DataFrame:
     """Check a raw frame against the raw schema and the ETL's rules; return it without 2020-10-01 rows."""
-    from etl.raw_store import check_frame
+    from etl.sources.raw_store import check_frame
 
     ep_key: dict[str, list[str]] = {
         DAILY_QUOTES: ["Date", "Code"],
@@ -130,7 +130,7 @@ class RawSource:
 
 def store_loader(raw_dir: str | Path, engine: Any = "cpu") -> Callable[[str], pl.DataFrame | None]:
     """Read an endpoint of the raw store (all parts, last part wins per key), None if absent."""
-    from etl.raw_store import read_frame
+    from etl.sources.raw_store import read_frame
 
     def load(endpoint_id: str) -> pl.DataFrame | None:
         return read_frame(raw_dir, endpoint_id, engine)
@@ -234,7 +234,7 @@ def run(
     first = min(chunk_size, FIRST_CHUNK)
     bounds = [0, *range(first, grid.N, chunk_size), grid.N] if grid.N > first else [0, grid.N]
     n_chunks = len(bounds) - 1
-    from etl.store import select_block, select_rows, to_series
+    from etl.store.feature_store import select_block, select_rows, to_series
 
     years = grid.dates.astype("datetime64[Y]").astype(int) + 1970
     dtypes = {c: REGISTRY[c].dtype for c in cols}
@@ -320,7 +320,7 @@ def _start_graph_stage(
     what overlaps is the host's side: the per-date kernel launches beside the first chunk's raw reads.
     """
     from etl.features.graph_columns import start_graph_stage
-    from etl.graph import EDGES_FILE, GraphBuild, UndirectedEdges, write_graph_edges
+    from etl.graph.build import EDGES_FILE, GraphBuild, UndirectedEdges, write_graph_edges
 
     xp = root.xp
     cfg = root.params.graph
@@ -385,15 +385,16 @@ def build_store(
 ) -> BuildResult:
     """`gogooku etl`: read the raw store, build every registered column and write the feature store.
 
-    The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs, etl/graph.py)
+    The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs,
+    etl/graph/build.py)
     and `catalog.json` (with the graph config and Epad under "graph"). `chunk_size`: stocks per chunk, by
     default 64 on a CPU and 1,024 on a GPU. `workers`: chunk threads; by default 2 where there are two or
     more cores (each holds a chunk's columns: more would strain the 8 GB budget at full scale). On a GPU
     the device serialises the kernels, but the second thread overlaps one chunk's host side (copies to
     host, Polars frames) with the other's launches. Parquet files are written by a background thread.
     """
-    from etl import store
     from etl.backend import resolve_backend
+    from etl.store import feature_store as store
 
     if not Path(raw_dir).is_dir():
         raise GogookuError(

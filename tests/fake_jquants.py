@@ -26,8 +26,8 @@ from typing import Any
 
 import polars as pl
 
-from etl import raw_store
-from etl.schema import DAILY_MARGIN_MIXED_COLUMNS, ENDPOINTS, Endpoint
+from etl.sources import raw_store
+from etl.sources.schema import DAILY_MARGIN_MIXED_COLUMNS, ENDPOINTS, Endpoint
 
 PLAN_RANGE_MESSAGE = (
     "Your subscription covers the following dates: {first} ~ {last}. If you want more data, please check "

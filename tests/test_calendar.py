@@ -6,8 +6,8 @@ import exchange_calendars as xc
 import numpy as np
 import pytest
 
-from etl.calendar import business_days, next_business_day, trading_calendar
 from etl.errors import GogookuError
+from etl.panels.calendar import business_days, next_business_day, trading_calendar
 
 
 def test_business_days_equal_xtks_sessions_plus_the_outage_day():

@@ -1,4 +1,5 @@
-"""As-of machinery of etl/events.py: calendar arithmetic, scatter + running-max attachment, vintages."""
+"""As-of machinery of etl/panels/events.py: calendar arithmetic, scatter + running max,
+vintages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.events import (
+from etl.panels.events import (
     EventCalendar,
     EventDataError,
     as_date,
@@ -171,7 +172,7 @@ def test_to_days_roundtrip():
 def test_vintage_windows_equal_the_exact_windows(versions, w):
     """The fast panel path + selective recompute equals the exact vintage windows for every version."""
     from etl import ops
-    from etl.events import VintageWindows, window_reduce
+    from etl.panels.events import VintageWindows, window_reduce
 
     seen = {}
     for g, item, delay in versions:  # first publication after the item, corrections later
@@ -194,7 +195,7 @@ def test_record_windows_run_on_the_given_namespace():
     """RecordSeries and VintageWindows hand their panel function `xp`'s array (the device's on a GPU build)
     and give back host values equal to the host path's."""
     from etl import ops
-    from etl.events import RecordSeries, VintageWindows
+    from etl.panels.events import RecordSeries, VintageWindows
 
     class DeviceArray(np.ndarray):  # stands in for a device array
         pass

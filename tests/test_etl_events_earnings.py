@@ -7,8 +7,8 @@ import pytest
 from test_etl_events_core import make_calendar, row_of
 from test_etl_events_statements import doc, frame
 
-from etl.events import as_date
 from etl.features import earnings
+from etl.panels.events import as_date
 
 CODES = np.array(["11110", "22220"])
 FY22 = {"CurrentFiscalYearStartDate": "2022-04-01", "CurrentFiscalYearEndDate": "2023-03-31"}

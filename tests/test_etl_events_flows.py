@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from test_etl_events_core import make_calendar, row_of
 
-from etl.events import EventDataError
 from etl.features import flows
-from etl.schema import ENDPOINTS
+from etl.panels.events import EventDataError
+from etl.sources.schema import ENDPOINTS
 
 SCHEMA = ENDPOINTS["markets_trades_spec"].schema
 PRIME, STANDARD, GROWTH = (flows.SECTIONS.index(s) for s in ("TSEPrime", "TSEStandard", "TSEGrowth"))

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from test_etl_events_core import make_calendar, row_of
 
-from etl.events import EventDataError, as_date
 from etl.features import margin_daily
-from etl.schema import ENDPOINTS
+from etl.panels.events import EventDataError, as_date
+from etl.sources.schema import ENDPOINTS
 
 CODES = np.array(["11110", "22220"])
 SCHEMA = ENDPOINTS["markets_daily_margin_interest"].schema

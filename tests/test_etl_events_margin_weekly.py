@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from test_etl_events_core import make_calendar, row_of
 
-from etl.events import EventDataError
 from etl.features import margin_weekly
+from etl.panels.events import EventDataError
 
 CODES = np.array(["11110", "22220", "33330"])
 
@@ -136,7 +136,7 @@ def test_record_windows_match_pandas_and_adv_at_application_date():
 
 
 def cal_add3(cal, days):
-    from etl.events import to_days
+    from etl.panels.events import to_days
 
     return pd.to_datetime(cal.add_business(to_days(days.values), 3).astype("datetime64[D]")).strftime(
         "%Y-%m-%d"

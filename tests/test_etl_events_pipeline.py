@@ -18,7 +18,7 @@ from test_etl_helpers import SECTORS, codes, make_raw
 from etl import pipeline
 from etl.features import earnings, flows, interactions, margin_daily, margin_weekly, short_selling, statements
 from etl.features.registry import REGISTRY, load_all
-from etl.schema import ENDPOINTS
+from etl.sources.schema import ENDPOINTS
 
 load_all()
 EVENT_COLUMNS = [

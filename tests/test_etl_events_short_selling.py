@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from test_etl_events_core import make_calendar, row_of
 
-from etl.events import EventDataError
 from etl.features import short_selling as ssm
-from etl.schema import ENDPOINTS
+from etl.panels.events import EventDataError
+from etl.sources.schema import ENDPOINTS
 
 SP_SCHEMA = ENDPOINTS["markets_short_selling_positions"].schema
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from test_etl_events_core import make_calendar, row_of
 
-from etl.events import EventDataError
 from etl.features import statements
-from etl.schema import ENDPOINTS
+from etl.panels.events import EventDataError
+from etl.sources.schema import ENDPOINTS
 
 SCHEMA = ENDPOINTS["fins_statements"].schema
 CODES = np.array(["11110", "22220"])

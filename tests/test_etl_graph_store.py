@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from etl import store
 from etl.features.registry import CANONICAL
-from etl.graph import read_graph_edges
+from etl.graph.build import read_graph_edges
+from etl.store import feature_store as store
 from train.cli import app
 
 runner = CliRunner()

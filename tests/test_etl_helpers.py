@@ -12,9 +12,9 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from etl.calendar import trading_calendar
 from etl.features.identifiers import SECTOR33_CODES
-from etl.schema import ENDPOINTS
+from etl.panels.calendar import trading_calendar
+from etl.sources.schema import ENDPOINTS
 
 START = dt.date(2022, 1, 4)
 END = dt.date(2022, 8, 31)
@@ -150,7 +150,7 @@ def make_raw(n_stocks: int = 9, seed: int = 0, start: dt.date = START, end: dt.d
 
 
 def test_fixture_fits_the_raw_schema():
-    from etl.raw_store import check_frame
+    from etl.sources.raw_store import check_frame
 
     raw = make_raw()
     for endpoint_id, frame in raw.items():

@@ -18,9 +18,9 @@ import pytest
 from test_etl_helpers import make_raw
 
 from etl import pipeline
+from etl.config import GraphConfig
 from etl.features.registry import REGISTRY, load_all
-from etl.schema import ENDPOINTS
-from train.config import GraphConfig
+from etl.sources.schema import ENDPOINTS
 
 ADJ_PRICES = ("AdjustmentOpen", "AdjustmentHigh", "AdjustmentLow", "AdjustmentClose")
 GRAPH = GraphConfig(window=10, min_obs=8)  # graph windows mature early in the ~165-session fixture

@@ -421,7 +421,7 @@ def test_pinned_list_is_all_395_columns():
 
 
 def test_graph_stage_dtypes_are_the_catalog_dtypes():
-    from etl.graph import GRAPH_COLUMNS as GRAPH_DTYPES
+    from etl.graph.build import GRAPH_COLUMNS as GRAPH_DTYPES
 
     assert [name for name, _ in GRAPH_DTYPES] == list(GRAPH_COLUMNS)
     assert [dtype for _, dtype in GRAPH_DTYPES] == [registry.CANONICAL_BY_NAME[n][3] for n in GRAPH_COLUMNS]
@@ -470,7 +470,7 @@ def test_decorator_rejects_unknown_mismatched_and_duplicate_columns():
 
 
 def test_catalog_page_lists_every_column_with_status():
-    from etl.catalog import render
+    from etl.store.catalog import render
 
     page = render()
     lines = {

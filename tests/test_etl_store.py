@@ -11,10 +11,10 @@ import pytest
 from test_etl_helpers import make_raw
 from typer.testing import CliRunner
 
-from etl import store
 from etl.errors import GogookuError
 from etl.features.registry import REGISTRY, load_all
-from etl.raw_store import write_endpoint
+from etl.sources.raw_store import write_endpoint
+from etl.store import feature_store as store
 from train.cli import app
 
 runner = CliRunner()
@@ -210,7 +210,8 @@ def test_graph_stage_in_the_callers_thread_gives_the_same_store(monkeypatch):
 
 def test_write_and_graph_errors_reach_the_caller(tmp_path, monkeypatch):
     """The Parquet writer and the graph stage run in background threads: their errors still end the build."""
-    from etl import graph_corr, pipeline
+    from etl import pipeline
+    from etl.graph import corr as graph_corr
 
     _write(tmp_path / "raw", make_raw())
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import graph_corr as corr_mod
-from etl import graph_metrics as gm
-from etl.graph import (
+from etl.config import GraphConfig
+from etl.graph import corr as corr_mod
+from etl.graph import metrics as gm
+from etl.graph.build import (
     GRAPH_COLUMNS,
     build_graphs,
     graph_from_peers,
@@ -20,8 +21,7 @@ from etl.graph import (
     undirected_edges,
     write_graph_edges,
 )
-from etl.graph_corr import peer_table
-from train.config import GraphConfig
+from etl.graph.corr import peer_table
 
 CFG = GraphConfig(window=40, min_obs=30, threshold=0.5, k=4)
 PAGERANK_COLUMNS = ("graph_pagerank", "graph_pagerank_share_comp", "graph_pagerank_z_in_comp")

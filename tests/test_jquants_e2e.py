@@ -10,8 +10,8 @@ from fake_jquants import FakeJQuants, FakeState, max_in_window, v2_rows_from_sto
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from etl import raw_store
-from etl.schema import ENDPOINTS
+from etl.sources import raw_store
+from etl.sources.schema import ENDPOINTS
 from train.cli import app
 
 RATE, PERIOD = 120, 1.0

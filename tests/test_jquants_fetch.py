@@ -17,10 +17,9 @@ from fake_jquants import FakeJQuants, FakeState, Fault, max_in_window, tiny_mark
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from etl import raw_store
-from etl.schema import ENDPOINTS
-from etl.sources import jquants
+from etl.sources import jquants, raw_store
 from etl.sources.jquants import FetchOptions, Progress, fetch, plan_units, resolve_endpoints, weekly_dates
+from etl.sources.schema import ENDPOINTS
 from train.cli import app
 
 START, END = dt.date(2024, 1, 4), dt.date(2024, 2, 9)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from etl.raw_store import check_frame
-from etl.schema import ENDPOINTS
 from etl.sources.jquants_map import MappingError, rows_to_frame
+from etl.sources.raw_store import check_frame
+from etl.sources.schema import ENDPOINTS
 
 
 def test_daily_quotes_numbers_strings_and_null_tokens():

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from etl.errors import GogookuError
-from etl.raw_store import (
+from etl.sources.raw_store import (
     available_endpoints,
     check_frame,
     part_files,
@@ -16,7 +16,7 @@ from etl.raw_store import (
     read_frame,
     write_endpoint,
 )
-from etl.schema import ENDPOINTS
+from etl.sources.schema import ENDPOINTS
 
 
 def topix(days, close0=1000.0, start=dt.date(2024, 1, 4)):

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from etl.schema import ENDPOINTS, STATEMENT_VALUE_COLUMNS, endpoint_id_of, v2_to_v1
+from etl.sources.schema import ENDPOINTS, STATEMENT_VALUE_COLUMNS, endpoint_id_of, v2_to_v1
 
 STORED = [
     "listed_info",

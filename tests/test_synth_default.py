@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from etl.raw_store import read_endpoint
+from etl.config import SynthConfig
+from etl.sources.raw_store import read_endpoint
 from etl.sources.synthetic import generate
-from train.config import SynthConfig
 
 
 @pytest.fixture(scope="module")

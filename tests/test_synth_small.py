@@ -8,14 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from etl.calendar import business_days
+from etl.config import SynthConfig
 from etl.errors import GogookuError
-from etl.raw_store import available_endpoints, read_endpoint
-from etl.schema import ENDPOINTS, STATEMENT_VALUE_COLUMNS, TRADES_SPEC_GROUPS
+from etl.panels.calendar import business_days
 from etl.sources import synth_returns
+from etl.sources.raw_store import available_endpoints, read_endpoint
+from etl.sources.schema import ENDPOINTS, STATEMENT_VALUE_COLUMNS, TRADES_SPEC_GROUPS
 from etl.sources.synth_universe import SECTOR33, build_universe
 from etl.sources.synthetic import ORACLE_COLUMNS, generate
-from train.config import SynthConfig
 
 CFG = SynthConfig(stocks=60, start="2020-07-01", end="2022-06-30", seed=3)
 

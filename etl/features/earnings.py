@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.events import EPS, HALT_DAY, EventCalendar, RecordSet, attach_records, event_calendar
 from etl.features.registry import FeatureContext, features
 from etl.features.statements import prepare, prepared
-from etl.panel import code_index
+from etl.panels.events import EPS, HALT_DAY, EventCalendar, RecordSet, attach_records, event_calendar
+from etl.panels.panel import code_index
 
 NEXT_PERIOD = {"1Q": "2Q", "2Q": "3Q", "3Q": "FY", "FY": "1Q", "4Q": "FY", "5Q": "FY"}
 EXPECTED_LAG_DAYS = 364

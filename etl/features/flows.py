@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.events import (
+from etl.features.identifiers import SECTION_OF_MARKET
+from etl.features.registry import FeatureContext, Labels, features
+from etl.panels.events import (
     EPS,
     TRADES_SPEC,
     EventCalendar,
@@ -30,8 +32,6 @@ from etl.events import (
     win_z,
     window_values,
 )
-from etl.features.identifiers import SECTION_OF_MARKET
-from etl.features.registry import FeatureContext, Labels, features
 
 SECTIONS = tuple(sorted(set(SECTION_OF_MARKET.values())))  # the Section column's categories
 OLD_ERA = ("TSE1st", "TSE2nd", "TSEMothers", "TSEJASDAQ")

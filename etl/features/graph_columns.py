@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from etl.features.registry import FeatureContext, feature, features
-from etl.graph import GRAPH_COLUMNS, GraphBuild, graph_from_peers
-from etl.graph_corr import start_peer_table
+from etl.graph.build import GRAPH_COLUMNS, GraphBuild, graph_from_peers
+from etl.graph.corr import start_peer_table
 
 GRAPH_NAMES = [name for name, _ in GRAPH_COLUMNS]
 _KEY = ("graph_build",)

@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from etl import ops
-from etl.events import (
+from etl.features.registry import FeatureContext, features
+from etl.panels.events import (
     DAILY_MARGIN,
     EPS,
     EventCalendar,
@@ -32,9 +33,8 @@ from etl.events import (
     to_days,
     win_z,
 )
-from etl.features.registry import FeatureContext, features
-from etl.panel import code_index
-from etl.schema import DAILY_MARGIN_MIXED_COLUMNS, PUBLISH_REASONS
+from etl.panels.panel import code_index
+from etl.sources.schema import DAILY_MARGIN_MIXED_COLUMNS, PUBLISH_REASONS
 
 STALENESS = 3
 REG_LEVELS = {"001": 1.0, "002": 2.0, "003": 3.0, "004": 4.0, "005": 5.0, "006": 6.0, "101": 7.0, "102": 8.0}

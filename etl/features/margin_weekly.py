@@ -13,7 +13,8 @@ import numpy as np
 import polars as pl
 
 from etl import ops
-from etl.events import (
+from etl.features.registry import FeatureContext, features
+from etl.panels.events import (
     EPS,
     WEEKLY_MARGIN,
     EventCalendar,
@@ -28,8 +29,7 @@ from etl.events import (
     malformed,
     to_days,
 )
-from etl.features.registry import FeatureContext, features
-from etl.panel import code_index
+from etl.panels.panel import code_index
 
 STALENESS = 10
 PREV_MAX_DAYS = 14

@@ -12,7 +12,7 @@ import numpy as np
 
 from etl import ops
 from etl.features.registry import FeatureContext, feature, features, panel_source
-from etl.panel import pivot
+from etl.panels.panel import pivot
 
 DAILY_QUOTES = "prices_daily_quotes"
 DQ_FIELDS = (

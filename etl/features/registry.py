@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.panel import Grid
-from train.config import GraphConfig
+from etl.config import GraphConfig
+from etl.panels.panel import Grid
 
 GROUPS = (
     "identifiers",

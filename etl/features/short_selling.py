@@ -15,7 +15,9 @@ import numpy as np
 import polars as pl
 
 from etl import ops
-from etl.events import (
+from etl.features.identifiers import SECTOR33_CODES
+from etl.features.registry import FeatureContext, features
+from etl.panels.events import (
     EPS,
     SHORT_POSITIONS,
     SHORT_SELLING,
@@ -29,9 +31,7 @@ from etl.events import (
     malformed,
     to_days,
 )
-from etl.features.identifiers import SECTOR33_CODES
-from etl.features.registry import FeatureContext, features
-from etl.panel import code_index
+from etl.panels.panel import code_index
 
 STALENESS = 3
 ACTIVE_RATIO = 0.005

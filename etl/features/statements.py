@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.events import (
+from etl.features.identifiers import EARNINGS_DOC
+from etl.features.registry import FeatureContext, features
+from etl.ops import to_host
+from etl.panels.events import (
     EPS,
     STATEMENTS,
     EventCalendar,
@@ -30,10 +33,7 @@ from etl.events import (
     parse_numbers,
     to_days,
 )
-from etl.features.identifiers import EARNINGS_DOC
-from etl.features.registry import FeatureContext, features
-from etl.ops import to_host
-from etl.panel import code_index
+from etl.panels.panel import code_index
 
 ITEMS = ("NetSales", "OperatingProfit", "Profit", "EarningsPerShare", "DividendPerShareAnnual")
 PER_SHARE = ("EarningsPerShare", "DividendPerShareAnnual")

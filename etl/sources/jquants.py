@@ -9,7 +9,8 @@ Crash safety rests on one rule: the archive is the source of truth and the store
 1. A finished unit's pages are written, gzip-compressed, to `OUT/_jquants/<endpoint>/<part>/<unit>.json.gz`
    (temp file + atomic rename), so a unit is either archived whole or not at all.
 2. A store part (`OUT/<endpoint>/jq-<part>.parquet`, a month or a year) is rebuilt from all archived units of
-   that part and written atomically by `etl.raw_store.write_endpoint`; then `state.json` records which units
+   that part and written atomically by
+   `etl.sources.raw_store.write_endpoint`; then `state.json` records which units
    the part holds (also atomic).
 A kill between any two steps is repaired by the next run: units already archived are not requested again,
 and a part whose archive differs from `state.json` is rebuilt. Rebuilding from the whole archive means a
@@ -31,9 +32,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from etl import raw_store
 from etl.errors import GogookuError
-from etl.schema import ENDPOINTS, Endpoint
+from etl.sources import raw_store
 from etl.sources.jquants_http import (
     DEFAULT_BASE_URL,
     PLAN_REQUESTS_PER_MINUTE,
@@ -42,6 +42,7 @@ from etl.sources.jquants_http import (
     RetryPolicy,
 )
 from etl.sources.jquants_map import rows_to_frame
+from etl.sources.schema import ENDPOINTS, Endpoint
 
 ARCHIVE_DIR = "_jquants"
 CALENDAR = "markets_trading_calendar"
@@ -382,9 +383,9 @@ def jst_today(now: Callable[[], dt.datetime] = lambda: dt.datetime.now(JST)) -> 
 
 def business_days(out: Path, start: dt.date, end: dt.date) -> tuple[list[dt.date], list[dt.date]]:
     """Trading days in [start, end]: HolidayDivision 1 or 2 of the fetched calendar, and for dates the stored
-    calendar does not cover, `etl.calendar.business_days` (XTKS plus outage days). Also returns the dates
-    that were not covered."""
-    from etl.calendar import business_days as fallback_days
+    calendar does not cover, `etl.panels.calendar.business_days` (XTKS plus outage days). Also returns the
+    dates that were not covered."""
+    from etl.panels.calendar import business_days as fallback_days
 
     covered: set[dt.date] = set()
     open_days: set[dt.date] = set()

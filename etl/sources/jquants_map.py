@@ -1,4 +1,4 @@
-"""v2 rows -> the canonical raw-store frame (etl/schema.py), at the edge of the client.
+"""v2 rows -> the canonical raw-store frame (etl/sources/schema.py), at the edge of the client.
 
 The rules follow the schema's dtype contract:
 - names: v2 short names are renamed to the long v1 names; nested objects are flattened with "." first
@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from etl.errors import GogookuError
-from etl.schema import Endpoint
+from etl.sources.schema import Endpoint
 
 NULL_TOKENS = frozenset({"", "-", "*"})
 

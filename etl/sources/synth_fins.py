@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from etl.schema import ENDPOINTS
+from etl.sources.schema import ENDPOINTS
 from etl.sources.synth_returns import Events, std_t
 from etl.sources.synth_universe import MARKET_NAMES, RESTRUCTURING, SECTOR33, Universe, lookup
 

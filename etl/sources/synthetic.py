@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl import raw_store
-from etl.calendar import OUTAGE_DAYS, business_days, trading_calendar
 from etl.errors import GogookuError
-from etl.schema import ENDPOINTS, PUBLISH_REASONS, TRADES_SPEC_GROUPS
-from etl.sources import synth_fins
+from etl.panels.calendar import OUTAGE_DAYS, business_days, trading_calendar
+from etl.sources import raw_store, synth_fins
+from etl.sources.schema import ENDPOINTS, PUBLISH_REASONS, TRADES_SPEC_GROUPS
 from etl.sources.synth_returns import FLOW_PHI, HORIZONS, Flows, Returns, Strengths, ar1, simulate
 from etl.sources.synth_universe import (
     MARGIN_NAMES,

@@ -1,9 +1,9 @@
 """Daily correlation graphs: the 18 graph columns of FEATURES.md §4.13 and the model's padded edge arrays.
 
 `build_graphs(returns_TN, row_mask_TN, sector33_TN, market_TN, cfg, xp)` is the whole stage as array code
-(xp = NumPy or CuPy): peers and top-k from trailing correlations (etl/graph_corr.py), the undirected graph
+(xp = NumPy or CuPy): peers and top-k from trailing correlations (etl/graph/corr.py), the undirected graph
 E_t = {{i, j} : j in K_i or i in K_j}, the metrics on the disjoint union of the dates' graphs
-(etl/graph_metrics.py), and edge arrays. `write_graph_edges` / `read_graph_edges` store the edges beside the
+(etl/graph/metrics.py), and edge arrays. `write_graph_edges` / `read_graph_edges` store the edges beside the
 feature store. The stock axis must be sorted by Code (the tie and component-order rules use it).
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from etl.config import GraphConfig
 from etl.errors import GogookuError
-from etl.graph_corr import PeerTable, start_peer_table, work_sizes
-from etl.graph_metrics import METRIC_COLUMNS, union_metrics
+from etl.graph.corr import PeerTable, start_peer_table, work_sizes
+from etl.graph.metrics import METRIC_COLUMNS, union_metrics
 from etl.ops import to_host
-from train.config import GraphConfig
 
 # (column, dtype on write) in catalog order, FEATURES.md #329-#346
 GRAPH_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from train.config import GraphConfig
+from etl.config import GraphConfig
 
 
 @dataclass(frozen=True)

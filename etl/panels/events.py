@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl import ops, panel
+from etl import ops
 from etl.errors import GogookuError
+from etl.panels import panel
 
 EPS = 1e-12
 HALT_DAY = np.datetime64(
     "2020-10-01", "D"
 )  # exchange-wide outage: a business day but not a grid session [D1]
 
-# Raw-store endpoint ids (etl/schema.py) of the sources handled here.
+# Raw-store endpoint ids (etl/sources/schema.py) of the sources handled here.
 TRADING_CALENDAR = "markets_trading_calendar"
 TRADES_SPEC = "markets_trades_spec"
 WEEKLY_MARGIN = "markets_weekly_margin_interest"
@@ -90,7 +91,7 @@ class EventCalendar:
 
     @classmethod
     def from_grid(cls, grid: Any) -> EventCalendar:
-        """From an `etl.panel.Grid` (its sessions and full business-day calendar)."""
+        """From an `etl.panels.panel.Grid` (its sessions and full business-day calendar)."""
         sessions = np.asarray(grid.dates, dtype="datetime64[D]").astype(np.int64)
         business = np.union1d(
             np.asarray(grid.business_days, dtype="datetime64[D]").astype(np.int64), sessions

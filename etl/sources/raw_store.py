@@ -1,4 +1,5 @@
-"""The raw store: `RAW/<endpoint_id>/<part>.parquet`, one folder per endpoint, schema in etl/schema.py.
+"""The raw store: `RAW/<endpoint_id>/<part>.parquet`, one folder per endpoint, schema in
+etl/sources/schema.py.
 
 Writers (the J-Quants client, the synthetic market) call `write_endpoint`; readers call `read_endpoint`, which
 scans every part of the folder, or `read_frame` (collected, the last part winning per key). A write is atomic
@@ -17,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from etl.errors import GogookuError
-from etl.schema import ENDPOINTS, Endpoint
+from etl.sources.schema import ENDPOINTS, Endpoint
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 

@@ -1,0 +1,2 @@
+"""Panels: the trading calendar, the [date x stock] grid and the as-of event machinery (scatter + forward
+fill)."""
