@@ -10,7 +10,12 @@ import pytest
 from etl.features import registry
 from etl.features.registry import CANONICAL, GRAPH_COLUMNS, NON_GRAPH_COLUMNS, REGISTRY, load_all
 
-FEATURES_MD = Path(__file__).resolve().parents[1].parent / "shared" / "FEATURES.md"
+REPO = Path(__file__).resolve().parents[1]
+# the spec beside the repo (../shared), or beside a folder holding the repo (a git worktree)
+FEATURES_MD = next(
+    (p / "shared" / "FEATURES.md" for p in REPO.parents if (p / "shared" / "FEATURES.md").exists()),
+    REPO.parent / "shared" / "FEATURES.md",
+)
 
 ALL_395 = (
     "Code",
@@ -414,8 +419,8 @@ ALL_395 = (
 def test_pinned_list_is_all_395_columns():
     assert len(ALL_395) == 395 and len(set(ALL_395)) == 395
     assert ALL_395[:3] == ("Code", "Date", "Section") and ALL_395[-1] == "target_10d_binary"
-    assert [row[1] for row in CANONICAL] == list(ALL_395)
-    assert [row[0] for row in CANONICAL] == list(range(1, 396))
+    assert [row.name for row in CANONICAL] == list(ALL_395)
+    assert [row.number for row in CANONICAL] == list(range(1, 396))
     assert ALL_395[328:346] == GRAPH_COLUMNS and len(GRAPH_COLUMNS) == 18
     assert tuple(NON_GRAPH_COLUMNS) == tuple(c for c in ALL_395 if c not in GRAPH_COLUMNS)
 
@@ -424,7 +429,9 @@ def test_graph_stage_dtypes_are_the_catalog_dtypes():
     from etl.graph.build import GRAPH_COLUMNS as GRAPH_DTYPES
 
     assert [name for name, _ in GRAPH_DTYPES] == list(GRAPH_COLUMNS)
-    assert [dtype for _, dtype in GRAPH_DTYPES] == [registry.CANONICAL_BY_NAME[n][3] for n in GRAPH_COLUMNS]
+    assert [dtype for _, dtype in GRAPH_DTYPES] == [
+        registry.CANONICAL_BY_NAME[n].dtype for n in GRAPH_COLUMNS
+    ]
 
 
 @pytest.mark.skipif(not FEATURES_MD.exists(), reason="../shared/FEATURES.md not beside the repo")
@@ -436,8 +443,36 @@ def test_canonical_table_matches_features_md():
     ]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in rows]
     parsed = [(int(c[0]), c[1], c[6], c[7], c[3], c[5], c[2]) for c in cells]
-    ours = [(r[0], r[1], r[3], r[4], r[5], r[6], r[7]) for r in CANONICAL]
+    ours = [(r.number, r.name, r.dtype, r.role, r.window, r.validity, r.definition) for r in CANONICAL]
     assert ours == parsed
+    titles = re.findall(r"^### (4\.\d+) .*\((\d+)\)", FEATURES_MD.read_text(encoding="utf-8"), flags=re.M)
+    sizes = [sum(1 for r in CANONICAL if r.group == group) for group in registry.GROUPS]
+    assert [int(n) for _, n in titles] == sizes  # each group is one FEATURES.md section, in order
+
+
+def test_catalog_file_round_trips_as_tab_separated_text():
+    text = (Path(registry.__file__).parent / registry.CATALOG_FILE).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0].split("\t") == list(registry.CatalogRow._fields)
+    assert lines[1:] == ["\t".join(str(v) for v in row) for row in CANONICAL]
+    assert registry.CANONICAL_BY_NAME["sector17_code"].definition == 'as-of Sector17Code ("1".."17", "99")'
+
+
+def test_catalog_reader_rejects_a_malformed_file():
+    header = "\t".join(registry.CatalogRow._fields)
+    good = "1\tCode\tidentifiers\tstr\tID\t—\tnever null\t5-char issue code"
+    assert registry.read_catalog(f"{header}\n{good}\n")[0].name == "Code"
+    bad = {
+        "header": f"{header.replace('role', 'kind')}\n{good}\n",
+        "fields": f"{header}\n{good}\textra\n",
+        "non-empty": f"{header}\n{good.replace('never null', '')}\n",
+        "expected 1": f"{header}\n{good.replace('1', '2', 1)}\n",
+        "unknown group": f"{header}\n{good.replace('identifiers', 'ids')}\n",
+        "twice": f"{header}\n{good}\n{good.replace('1', '2', 1)}\n",
+    }
+    for message, text in bad.items():
+        with pytest.raises(ValueError, match=message):
+            registry.read_catalog(text)
 
 
 def test_registry_holds_every_column_in_features_order():
@@ -453,8 +488,13 @@ def test_registered_metadata_equals_features_md():
     for name in REGISTRY:
         spec = REGISTRY[name]
         row = registry.CANONICAL_BY_NAME[name]
-        assert (spec.number, spec.group, spec.dtype, spec.role) == (row[0], row[2], row[3], row[4])
-        assert spec.doc and spec.window
+        assert (spec.number, spec.group, spec.dtype, spec.role) == (
+            row.number,
+            row.group,
+            row.dtype,
+            row.role,
+        )
+        assert (spec.window, spec.validity, spec.doc) == (row.window, row.validity, row.definition)
 
 
 def test_decorator_rejects_unknown_mismatched_and_duplicate_columns():
@@ -476,7 +516,7 @@ def test_catalog_page_lists_every_column_with_status():
     lines = {
         line.split("|")[2].strip(" `"): line for line in page.splitlines() if re.match(r"^\| \d+ \| `", line)
     }
-    assert list(lines) == [row[1] for row in CANONICAL]
+    assert list(lines) == [row.name for row in CANONICAL]
     for name, line in lines.items():
         status = line.split("|")[6].strip()
         assert status == "built", name
