@@ -521,3 +521,14 @@ def test_catalog_page_lists_every_column_with_status():
         status = line.split("|")[6].strip()
         assert status == "built", name
     assert "| 19 | `returns_1d` | f32 | I | lag 1 | built |" in page
+
+
+def test_committed_catalog_page_is_the_generated_one(tmp_path):
+    from etl.store.catalog import DOC, main, render
+
+    assert DOC.read_text(encoding="utf-8") == render()  # rerun `python -m etl.store.catalog` after edits
+    target = tmp_path / "features.md"
+    target.write_text("an older page", encoding="utf-8")
+    assert main([str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == render()
+    assert [p.name for p in tmp_path.iterdir()] == ["features.md"]  # the temporary sibling was renamed

@@ -124,7 +124,7 @@ class Labels:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-    """One column: its place in FEATURES.md, its metadata and the function that computes it."""
+    """One column: its catalog row (same fields, same order; `doc` is the definition) and its function."""
 
     number: int
     name: str
@@ -197,18 +197,7 @@ def _spec(name: str, fn: Any, multi: bool, given: dict[str, Any]) -> FeatureSpec
         canon = getattr(row, key)
         if given.get(key) is not None and given[key] != canon:
             raise ValueError(f"{name}: {key}={given[key]!r} but FEATURES.md says {canon!r}")
-    return FeatureSpec(
-        number=row.number,
-        name=name,
-        group=row.group,
-        dtype=row.dtype,
-        role=row.role,
-        window=row.window,
-        validity=row.validity,
-        doc=row.definition,
-        fn=fn,
-        multi=multi,
-    )
+    return FeatureSpec(*row, fn=fn, multi=multi)  # the row's fields in order (definition -> doc)
 
 
 def feature(

@@ -74,7 +74,9 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     target = Path(argv[0]) if argv else DOC
-    target.write_text(render(), encoding="utf-8")
+    tmp = target.with_name(f".{target.name}.tmp")  # a temporary sibling renamed into place: never half a page
+    tmp.write_text(render(), encoding="utf-8")
+    tmp.replace(target)
     print(f"wrote {target}")
     return 0
 
