@@ -3,6 +3,8 @@ vintages."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -15,8 +17,11 @@ from etl.panels.events import (
     EventDataError,
     as_date,
     attach,
+    disclosed_seconds,
     eff_row,
     parse_numbers,
+    public_same_session,
+    statement_timing,
     to_days,
     win_mean,
     win_z,
@@ -90,6 +95,32 @@ def test_attach_asof_priority_and_staleness():
     assert att.rec_TN[T - 1, 0] == -1
     np.testing.assert_array_equal(att.impulse()[3:6, 1], [1.0, 0.0, 0.0])
     assert np.isnan(att.impulse()[0, 1])
+
+
+def test_disclosed_time_forms():
+    st = pl.DataFrame({"DisclosedTime": ["15:00:00", "15:00", "14:59:59", "14:59", "", None, "09:05"]})
+    secs = disclosed_seconds(st)
+    np.testing.assert_array_equal(secs, [54000, 54000, 53999, 53940, np.nan, np.nan, 32700])
+    assert list(public_same_session(secs)) == [False, False, True, True, False, False, True]
+    for bad in ("3:00 pm", "1500", "15:00:00.5"):
+        with pytest.raises(EventDataError, match="DisclosedTime"):
+            disclosed_seconds(pl.DataFrame({"DisclosedTime": [bad]}))
+
+
+def test_statement_timing_same_session_or_next_business_day():
+    cal, _ = make_calendar()
+    st = pl.DataFrame(
+        {
+            "DisclosedDate": [dt.date(2024, 1, 5)] * 4 + [dt.date(2024, 1, 6)],
+            "DisclosedTime": ["14:59:59", "15:00", "", None, "10:00:00"],
+        }
+    )
+    out = statement_timing(cal, st)
+    # Friday 5th before 15:00 -> that day; later or missing -> Tuesday 9th (Monday 8th is a holiday);
+    # a Saturday disclosure -> effective that day, attached from the next session (Tuesday 9th)
+    assert list(out["_eff"]) == [d("2024-01-05")] + [d("2024-01-09")] * 3 + [d("2024-01-06")]
+    assert list(out["_row"]) == [row_of(cal, "2024-01-05")] + [row_of(cal, "2024-01-09")] * 4
+    assert out["_secs"].to_list() == [53999.0, 54000.0, None, None, 36000.0]
 
 
 def test_attach_same_cell_keeps_highest_rank():

@@ -1,5 +1,8 @@
 """When statements, earnings events and TOPIX history reach the grid, through the real pipeline.
 
+- A statement is public on its disclosure session only when disclosed at a real time strictly before
+  15:00:00, whatever form the time takes (HH:MM:SS, HH:MM, "" or null): with a later or missing time every
+  column on the disclosure date, across all stocks, is what it would be without the document.
 - TOPIX rows before the first quote date feed the market windows, up to the 600-session history (§1.12).
 """
 
@@ -10,17 +13,89 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import polars as pl
-from test_etl_helpers import START, make_raw
+import pytest
+from test_etl_events_pipeline import event_raw, frame
+from test_etl_helpers import START, codes, make_raw
 
 from etl import pipeline
-from etl.features.registry import load_all
+from etl.features.registry import REGISTRY, load_all
 from etl.panels.calendar import trading_calendar
 
 load_all()
+# a real time strictly before 15:00:00 -> public the same session; anything else -> the next business day
+TIME_FORMS = {None: False, "": False, "15:00": False, "15:00:00": False, "14:59:59": True, "14:59": True}
+
+
+def add_statements(raw: dict, docs: list[dict]) -> dict:
+    """`raw` with earnings documents of fiscal year 2022 (shares 2.5e6 - 100) added to fins_statements."""
+    rows = []
+    for k, d in enumerate(docs):
+        rec = dict(LocalCode=d["code"], DisclosedDate=d["date"], DisclosedTime=d["time"])
+        rec |= dict(DisclosureNumber=f"9{k:05d}", TypeOfCurrentPeriod=d["period"])
+        rec["TypeOfDocument"] = f"{d['period']}FinancialStatements_Consolidated_JP"
+        rec |= dict(CurrentPeriodEndDate=d["period_end"], CurrentFiscalYearStartDate=d["fy_start"])
+        rec |= dict(CurrentFiscalYearEndDate=d["fy_end"], NetSales="3000", OperatingProfit="330")
+        rec |= dict(Profit="150", TotalAssets="6000", Equity="2500", ForecastNetSales="4400")
+        rec |= dict(ForecastOperatingProfit="450", ForecastProfit="230", ForecastEarningsPerShare="25")
+        rec["NumberOfIssuedAndOutstandingSharesAtTheEndOfFiscalYearIncludingTreasuryStock"] = "2500000"
+        rec["NumberOfTreasuryStockAtTheEndOfFiscalYear"] = "100"
+        rows.append(rec)
+    new = frame("fins_statements", rows).with_columns(
+        pl.Series("DisclosedDate", [d["date"] for d in docs], dtype=pl.Date),
+        pl.Series("DisclosedTime", [d["time"] for d in docs], dtype=pl.String),
+    )
+    return dict(raw, fins_statements=pl.concat([raw["fins_statements"], new]))
 
 
 def sessions_of(raw: dict) -> list[dt.date]:
     return raw["markets_trading_calendar"].filter(pl.col("HolidayDivision") == "1")["Date"].to_list()
+
+
+def changed(a: pl.DataFrame, b: pl.DataFrame, day: dt.date) -> list[str]:
+    """Non-target columns whose values on `day` differ between two builds (all stocks; NaN equals NaN)."""
+    a, b = (f.filter(pl.col("Date") == day).sort("Code") for f in (a, b))
+    assert a.select("Code").equals(b.select("Code"))
+    out = []
+    for c in a.columns:
+        if c in ("Code", "Date") or REGISTRY[c].role == "T":
+            continue
+        if a[c].dtype == pl.String:
+            same = a[c].equals(b[c])
+        else:
+            x, y = a[c].cast(pl.Float64).to_numpy(), b[c].cast(pl.Float64).to_numpy()
+            same = bool(np.array_equal(x, y, equal_nan=True))
+        if not same:
+            out.append(c)
+    return out
+
+
+@pytest.fixture(scope="module")
+def timing_base():
+    raw = event_raw()
+    return raw, pipeline.build_frame(raw)
+
+
+@pytest.mark.parametrize("time", list(TIME_FORMS))
+def test_a_statement_is_public_on_its_day_only_before_15(timing_base, time):
+    raw, without = timing_base
+    days = sessions_of(raw)
+    day, nxt = days[90], days[91]
+    doc = dict(code=codes(1)[0], date=day, time=time, period="2Q", period_end="2022-06-30")
+    doc |= dict(fy_start="2022-01-01", fy_end="2022-12-31")
+    built = pipeline.build_frame(add_statements(raw, [doc]))
+    live = {"shares_outstanding", "turnover_rate", "stmt_bp", "stmt_ep_fore", "stmt_imp_statement"}
+    live |= {"stmt_opm", "days_since_earnings", "earnings_recent_5d", "x_pead_effect"}
+    if TIME_FORMS[time]:
+        assert live <= set(changed(without, built, day))
+    else:
+        assert changed(without, built, day) == []
+        assert live <= set(changed(without, built, nxt))  # public from the next session
+    # the share count (§1.8): the FY document's 1e6 - 100 until the new one is public, then 2.5e6 - 100
+    shares = built.filter(pl.col("Code") == doc["code"]).sort("Date")
+    at = {d: v for d, v in zip(shares["Date"].to_list(), shares["shares_outstanding"].to_list(), strict=True)}
+    assert at[days[89]] == 999_900.0
+    assert at[day] == (2_499_900.0 if TIME_FORMS[time] else 999_900.0)
+    assert at[nxt] == 2_499_900.0
 
 
 def topix_with_history(raw: dict, n_before: int, seed: int = 5) -> dict:

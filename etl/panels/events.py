@@ -526,3 +526,49 @@ def parse_numbers(
 def as_date(value: str) -> int:
     """ISO date -> day number."""
     return int(np.datetime64(dt.date.fromisoformat(value), "D").astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------- statements
+STATEMENT_CUTOFF_S = 15 * 3600  # a statement disclosed before 15:00:00 is public the same session (§1.4)
+STATEMENT_ORDER = ("_eff", "_disc", "_secs", "DisclosureNumber")  # priority of documents (§4.10)
+
+
+def disclosed_seconds(st: pl.DataFrame) -> np.ndarray:
+    """DisclosedTime ("HH:MM:SS", "HH:MM", "" or null) as seconds since midnight, NaN when missing.
+
+    Anything else is an EventDataError: a time compared as text would put "15:00" before "15:00:00".
+    """
+    text = st["DisclosedTime"].cast(pl.String).fill_null("")
+    bad = (text != "") & ~text.str.contains(r"^\d{2}:\d{2}(:\d{2})?$")
+    if bad.any():
+        raise malformed(STATEMENTS, "DisclosedTime must be HH:MM:SS, HH:MM or empty", st.filter(bad))
+
+    def part(offset: int) -> pl.Series:
+        return text.str.slice(offset, 2).cast(pl.Float64, strict=False)
+
+    seconds = part(0) * 3600.0 + part(3) * 60.0 + part(6).fill_null(0.0)
+    return seconds.fill_null(np.nan).to_numpy().astype(np.float64)
+
+
+def public_same_session(seconds: np.ndarray) -> np.ndarray:
+    """True where a statement is public on its disclosure session: a real time strictly before 15:00:00.
+
+    A missing time counts as after the close (a late, never early, attachment).
+    """
+    with np.errstate(invalid="ignore"):
+        return np.asarray(seconds) < STATEMENT_CUTOFF_S  # NaN compares False
+
+
+def statement_timing(cal: EventCalendar, st: pl.DataFrame) -> pl.DataFrame:
+    """`st` with the columns every statement consumer orders and attaches by: `_disc` (DisclosedDate),
+    `_secs` (DisclosedTime in seconds, null when missing), `_eff` (DisclosedDate when public the same
+    session, else its next business day) and `_row` (attachment row, negative before the grid)."""
+    disclosed = to_days(st["DisclosedDate"])
+    seconds = disclosed_seconds(st)
+    eff = np.where(public_same_session(seconds), disclosed, cal.nbd(disclosed))
+    return st.with_columns(
+        pl.Series("_disc", disclosed),
+        pl.Series("_secs", seconds).fill_nan(None),
+        pl.Series("_eff", eff),
+        pl.Series("_row", eff_row(cal, eff)),
+    )
