@@ -97,6 +97,35 @@ def test_attach_asof_priority_and_staleness():
     assert np.isnan(att.impulse()[0, 1])
 
 
+def test_records_before_the_grid_have_negative_rows_and_true_ages():
+    """The grid starts on 2024-02-01 while the calendar (and the records) reach back into January."""
+    _, tc = make_calendar()
+    sessions = tc.filter((pl.col("HolidayDivision") == "1") & (pl.col("Date") >= pl.date(2024, 2, 1)))["Date"]
+    cal = EventCalendar.build(sessions, tc)
+    # sessions in January 2024: 23 weekdays minus the holidays of Jan 1-3 and 8 -> 19
+    assert int(np.sum(cal.before >= d("2024-01-01"))) == 19
+    # Wed 2024-01-31 is the session just before the grid; Sat 2024-01-27 attaches to Mon 29th (row -3)
+    assert list(cal.asof_row(np.array([d("2024-01-31"), d("2024-01-27"), d("2024-02-01")]))) == [-1, -3, 0]
+    # sess(a, t) = (t + 1) - sessions_upto(a): from Mon 29th to the grid's row 0 (Feb 1st) is 3 sessions
+    assert 1 - cal.sessions_upto(np.array([d("2024-01-29")]))[0] == 3
+    assert cal.sessions_upto(np.array([d("2024-02-02")]))[0] == 2
+    # a record effective on Jan 29th holds from row 0, is no impulse there, and is stale past 4 sessions
+    eff = np.array([d("2024-01-29"), d("2024-01-31")])
+    row = eff_row(cal, eff)
+    att = attach(np, cal, 2, row, np.array([0, 1]), np.array([0, 1]), eff_day_R=eff, limit=4)
+    assert list(att.rec_TN[:3, 0]) == [0, 0, -1] and list(att.rec_TN[:5, 1]) == [1, 1, 1, 1, -1]
+    np.testing.assert_array_equal(att.impulse()[:2, 1], [0.0, 0.0])
+
+
+def test_calendar_reaches_back_before_the_trading_calendar():
+    """Dates before the raw trading calendar use XTKS: 2023-12-29 is the last session of 2023."""
+    cal, _ = make_calendar()
+    assert cal.nbd(np.array([d("2023-12-28")]))[0] == d("2023-12-29")
+    assert cal.nbd(np.array([d("2023-12-29")]))[0] == d("2024-01-04")
+    # sessions from Fri 2023-12-22 to the grid's first (Thu 2024-01-04): Dec 25-29 and Jan 4
+    assert 1 - cal.sessions_upto(np.array([d("2023-12-22")]))[0] == 6
+
+
 def test_disclosed_time_forms():
     st = pl.DataFrame({"DisclosedTime": ["15:00:00", "15:00", "14:59:59", "14:59", "", None, "09:05"]})
     secs = disclosed_seconds(st)

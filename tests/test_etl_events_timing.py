@@ -3,6 +3,8 @@
 - A statement is public on its disclosure session only when disclosed at a real time strictly before
   15:00:00, whatever form the time takes (HH:MM:SS, HH:MM, "" or null): with a later or missing time every
   column on the disclosure date, across all stocks, is what it would be without the document.
+- Events disclosed before the first grid session keep their true age (sessions and calendar days counted
+  with NumPy's business-day arithmetic over hand-listed exchange holidays).
 - TOPIX rows before the first quote date feed the market windows, up to the 600-session history (§1.12).
 """
 
@@ -24,6 +26,14 @@ from etl.panels.calendar import trading_calendar
 load_all()
 # a real time strictly before 15:00:00 -> public the same session; anything else -> the next business day
 TIME_FORMS = {None: False, "": False, "15:00": False, "15:00:00": False, "14:59:59": True, "14:59": True}
+# exchange holidays on weekdays between 2021-11-15 and 2022-01-04 (Labour Thanksgiving, year end)
+HOLIDAYS = ["2021-11-23", "2021-12-31", "2022-01-03"]
+
+
+def sessions_between(a: str, b: str) -> int:
+    """sess(a, b): sessions s with a < s <= b."""
+    a1 = np.datetime64(a) + 1
+    return int(np.busday_count(a1, np.datetime64(b) + 1, holidays=HOLIDAYS))
 
 
 def add_statements(raw: dict, docs: list[dict]) -> dict:
@@ -96,6 +106,43 @@ def test_a_statement_is_public_on_its_day_only_before_15(timing_base, time):
     assert at[days[89]] == 999_900.0
     assert at[day] == (2_499_900.0 if TIME_FORMS[time] else 999_900.0)
     assert at[nxt] == 2_499_900.0
+
+
+def test_events_before_the_first_session_keep_their_true_age():
+    raw = make_raw()
+    c = codes(7)  # stock 1 is listed late: not on the first session
+    fy = dict(period="3Q", period_end="2021-09-30", fy_start="2021-01-01", fy_end="2021-12-31")
+    docs = [
+        dict(code=c[0], date=dt.date(2021, 11, 12), time="15:30:00", **fy),  # effective Mon 2021-11-15
+        dict(code=c[5], date=dt.date(2021, 12, 30), time="16:00:00", **fy),  # effective 2022-01-04
+        dict(code=c[2], date=dt.date(2021, 12, 30), time="10:00:00", **fy),  # effective 2021-12-30
+        dict(code=c[4], date=dt.date(2021, 12, 27), time="", **fy),  # effective 2021-12-28
+    ]
+    out = pipeline.build_frame(add_statements(raw, docs)).sort("Code", "Date")
+    first = out.filter(pl.col("Date") == START)
+    second = out.filter(pl.col("Date") == sessions_of(raw)[1])
+
+    def at(col: str, i: int, frame: pl.DataFrame = first) -> float:
+        value = frame.filter(pl.col("Code") == c[i])[col].cast(pl.Float64).item()
+        return np.nan if value is None else value  # a stored null (integer columns) is NaN
+
+    day0 = str(START)
+    assert at("days_since_earnings", 0) == sessions_between("2021-11-15", day0)
+    assert at("stmt_imp_statement", 0) == 0 and at("earnings_recent_5d", 0) == 0
+    assert at("stmt_days_since_statement", 0) == (START - dt.date(2021, 11, 15)).days
+    # disclosed after the close of the last session before the grid: really public on the first session
+    assert at("days_since_earnings", 5) == 0 and at("stmt_imp_statement", 5) == 1
+    assert at("stmt_days_since_statement", 5) == 0
+    assert at("days_since_earnings", 2) == sessions_between("2021-12-30", day0) == 1
+    assert at("stmt_imp_statement", 2) == 0 and at("earnings_recent_5d", 2) == 1
+    assert at("stmt_days_since_statement", 2) == (START - dt.date(2021, 12, 30)).days
+    assert at("days_since_earnings", 4) == sessions_between("2021-12-28", day0) == 3
+    assert at("stmt_days_since_statement", 4) == (START - dt.date(2021, 12, 28)).days
+    # stock 6 has no document before the grid: nothing is attached on the first session
+    assert np.isnan(at("days_since_earnings", 6)) and at("is_stmt_valid", 6) == 0
+    # the reaction session of stock 2 lies before the grid: its close there is unknown, so no drift
+    assert at("days_since_earnings", 2, second) == 2
+    assert np.isnan(at("earnings_momentum_5d", 2, second))
 
 
 def topix_with_history(raw: dict, n_before: int, seed: int = 5) -> dict:

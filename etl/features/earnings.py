@@ -1,8 +1,9 @@
 """Earnings-announcement events (FEATURES.md §4.11), derived from statements only [D24].
 
 An event is the first earnings document per (Code, fiscal-year start, period type); its reaction session R is
-the first grid session >= its effective date, and R* (the latest R <= t) is attached by scatter + running max.
-Returns and volatilities at R* are gathers from the core panels at that row. The expected next announcement
+the first session >= its effective date (a negative row before the grid), and R* (the latest R <= t) is
+attached by scatter + running max. Returns and volatilities at R* are gathers from the core panels at that
+row (NaN before the grid: no prices there). The expected next announcement
 E^ is last year's disclosure of the next period type + 364 days (past information only); sessions towards
 E^ are counted on the trading calendar, which is published a year ahead.
 """
@@ -127,7 +128,7 @@ def from_records(
         np.searchsorted(ext, cal.sessions.astype(np.float64), side="right").astype(np.float64)
     )
     ahead = upto_e - upto_t[:, None]  # sess(t, E^) when E^ > t
-    overdue = (t_T1 + 1.0) - upto_sessions(xp, cal, e_fill)  # sess(E^, t) when E^ <= t
+    overdue = (t_T1 + 1.0) - cal.sessions_upto(e_fill, xp).astype(xp.float64)  # sess(E^, t) when E^ <= t
     days_to = xp.where(e_hat > today, ahead, xp.where(overdue <= OVERDUE_SESSIONS, 0.0, np.nan))
     days_to = xp.where(xp.isnan(e_hat), np.nan, days_to)
     out["days_to_earnings"] = days_to
@@ -150,12 +151,6 @@ def from_records(
     near = (upcoming == 1) | (recent == 1)
     out["earnings_event_volatility"] = xp.where(near, v5 / (v20 + EPS), 1.0)
     return {c: out[c] for c in COLUMNS}
-
-
-def upto_sessions(xp: Any, cal: EventCalendar, day_TN: Any) -> Any:
-    """Number of grid sessions <= each day (float panel)."""
-    sess = xp.asarray(cal.sessions.astype(np.float64))
-    return xp.searchsorted(sess, day_TN.ravel(), side="right").reshape(day_TN.shape).astype(xp.float64)
 
 
 def compute(
