@@ -6,6 +6,7 @@
 - Events disclosed before the first grid session keep their true age (sessions and calendar days counted
   with NumPy's business-day arithmetic over hand-listed exchange holidays).
 - TOPIX rows before the first quote date feed the market windows, up to the 600-session history (§1.12).
+- A source the raw store lacks gives NaN (unknown); a present source without events gives the zeros.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from test_etl_events_pipeline import event_raw, frame
 from test_etl_helpers import START, codes, make_raw
 
 from etl import pipeline
+from etl.features import earnings
 from etl.features.registry import REGISTRY, load_all
 from etl.panels.calendar import trading_calendar
 
@@ -187,3 +189,27 @@ def test_topix_history_before_the_first_quote_feeds_the_market_windows():
     exact = dict(raw, indices_topix=tx.filter(pl.col("Date") >= reach))
     assert capped.equals(pipeline.build_frame(exact, columns=MARKET, history=50))
     assert not capped["mkt_ema_200"].equals(out["mkt_ema_200"])
+
+
+def test_an_absent_statements_source_is_unknown_and_an_empty_one_has_no_events():
+    raw = make_raw()
+    cols = [*earnings.COLUMNS, "is_stmt_valid", "x_dmi_impulse_dir", "x_rev_gate", "x_bo_gate", "returns_1d"]
+    absent = pipeline.build_frame({k: v for k, v in raw.items() if k != "fins_statements"}, columns=cols)
+    for col in earnings.COLUMNS:
+        assert absent[col].cast(pl.Float64).fill_nan(None).null_count() == absent.height, col
+    assert (absent["is_stmt_valid"] == 0).all()
+    empty = pipeline.build_frame(dict(raw, fins_statements=raw["fins_statements"].clear()), columns=cols)
+    assert (empty["earnings_recent_5d"] == 0).all() and (empty["earnings_upcoming_5d"] == 0).all()
+    assert (empty["earnings_event_volatility"] == 1.0).all()
+    assert empty["days_since_earnings"].cast(pl.Float64).fill_nan(None).null_count() == empty.height
+    # the daily-margin gate of x_dmi_impulse_dir: unknown without the source, 0 when present but empty
+    ret = absent["returns_1d"].cast(pl.Float64).to_numpy()
+    assert np.isnan(absent["x_dmi_impulse_dir"].cast(pl.Float64).to_numpy()).all()
+    with_dm = dict(raw, markets_daily_margin_interest=frame("markets_daily_margin_interest", []))
+    dm = pipeline.build_frame(with_dm, columns=cols)["x_dmi_impulse_dir"].cast(pl.Float64).to_numpy()
+    np.testing.assert_array_equal(dm, np.where(np.isnan(ret), np.nan, 0.0))
+    # the TOPIX gates of x_rev_gate and x_bo_gate: unknown without TOPIX
+    no_tx = pipeline.build_frame({k: v for k, v in raw.items() if k != "indices_topix"}, columns=cols)
+    for col in ("x_rev_gate", "x_bo_gate"):
+        assert np.isnan(no_tx[col].cast(pl.Float64).to_numpy()).all(), col
+    assert not np.isnan(absent["x_bo_gate"].cast(pl.Float64).to_numpy()).all()
