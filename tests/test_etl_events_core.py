@@ -3,6 +3,8 @@ vintages."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -15,8 +17,11 @@ from etl.panels.events import (
     EventDataError,
     as_date,
     attach,
+    disclosed_seconds,
     eff_row,
     parse_numbers,
+    public_same_session,
+    statement_timing,
     to_days,
     win_mean,
     win_z,
@@ -90,6 +95,61 @@ def test_attach_asof_priority_and_staleness():
     assert att.rec_TN[T - 1, 0] == -1
     np.testing.assert_array_equal(att.impulse()[3:6, 1], [1.0, 0.0, 0.0])
     assert np.isnan(att.impulse()[0, 1])
+
+
+def test_records_before_the_grid_have_negative_rows_and_true_ages():
+    """The grid starts on 2024-02-01 while the calendar (and the records) reach back into January."""
+    _, tc = make_calendar()
+    sessions = tc.filter((pl.col("HolidayDivision") == "1") & (pl.col("Date") >= pl.date(2024, 2, 1)))["Date"]
+    cal = EventCalendar.build(sessions, tc)
+    # sessions in January 2024: 23 weekdays minus the holidays of Jan 1-3 and 8 -> 19
+    assert int(np.sum(cal.before >= d("2024-01-01"))) == 19
+    # Wed 2024-01-31 is the session just before the grid; Sat 2024-01-27 attaches to Mon 29th (row -3)
+    assert list(cal.asof_row(np.array([d("2024-01-31"), d("2024-01-27"), d("2024-02-01")]))) == [-1, -3, 0]
+    # sess(a, t) = (t + 1) - sessions_upto(a): from Mon 29th to the grid's row 0 (Feb 1st) is 3 sessions
+    assert 1 - cal.sessions_upto(np.array([d("2024-01-29")]))[0] == 3
+    assert cal.sessions_upto(np.array([d("2024-02-02")]))[0] == 2
+    # a record effective on Jan 29th holds from row 0, is no impulse there, and is stale past 4 sessions
+    eff = np.array([d("2024-01-29"), d("2024-01-31")])
+    row = eff_row(cal, eff)
+    att = attach(np, cal, 2, row, np.array([0, 1]), np.array([0, 1]), eff_day_R=eff, limit=4)
+    assert list(att.rec_TN[:3, 0]) == [0, 0, -1] and list(att.rec_TN[:5, 1]) == [1, 1, 1, 1, -1]
+    np.testing.assert_array_equal(att.impulse()[:2, 1], [0.0, 0.0])
+
+
+def test_calendar_reaches_back_before_the_trading_calendar():
+    """Dates before the raw trading calendar use XTKS: 2023-12-29 is the last session of 2023."""
+    cal, _ = make_calendar()
+    assert cal.nbd(np.array([d("2023-12-28")]))[0] == d("2023-12-29")
+    assert cal.nbd(np.array([d("2023-12-29")]))[0] == d("2024-01-04")
+    # sessions from Fri 2023-12-22 to the grid's first (Thu 2024-01-04): Dec 25-29 and Jan 4
+    assert 1 - cal.sessions_upto(np.array([d("2023-12-22")]))[0] == 6
+
+
+def test_disclosed_time_forms():
+    st = pl.DataFrame({"DisclosedTime": ["15:00:00", "15:00", "14:59:59", "14:59", "", None, "09:05"]})
+    secs = disclosed_seconds(st)
+    np.testing.assert_array_equal(secs, [54000, 54000, 53999, 53940, np.nan, np.nan, 32700])
+    assert list(public_same_session(secs)) == [False, False, True, True, False, False, True]
+    for bad in ("3:00 pm", "1500", "15:00:00.5"):
+        with pytest.raises(EventDataError, match="DisclosedTime"):
+            disclosed_seconds(pl.DataFrame({"DisclosedTime": [bad]}))
+
+
+def test_statement_timing_same_session_or_next_business_day():
+    cal, _ = make_calendar()
+    st = pl.DataFrame(
+        {
+            "DisclosedDate": [dt.date(2024, 1, 5)] * 4 + [dt.date(2024, 1, 6)],
+            "DisclosedTime": ["14:59:59", "15:00", "", None, "10:00:00"],
+        }
+    )
+    out = statement_timing(cal, st)
+    # Friday 5th before 15:00 -> that day; later or missing -> Tuesday 9th (Monday 8th is a holiday);
+    # a Saturday disclosure -> effective that day, attached from the next session (Tuesday 9th)
+    assert list(out["_eff"]) == [d("2024-01-05")] + [d("2024-01-09")] * 3 + [d("2024-01-06")]
+    assert list(out["_row"]) == [row_of(cal, "2024-01-05")] + [row_of(cal, "2024-01-09")] * 4
+    assert out["_secs"].to_list() == [53999.0, 54000.0, None, None, 36000.0]
 
 
 def test_attach_same_cell_keeps_highest_rank():

@@ -119,5 +119,8 @@ def test_missing_statements():
     cal, _ = make_calendar()
     rng = np.random.default_rng(0)
     out = earnings.compute(np, cal, CODES, None, inputs(cal, rng))
+    assert all(np.isnan(out[c]).all() for c in earnings.COLUMNS)  # no source: nothing is known
+    # a source without documents: no events, the documented zeros and the neutral event volatility
+    out = earnings.compute(np, cal, CODES, frame(docs()).clear(), inputs(cal, rng))
     assert np.isnan(out["days_since_earnings"]).all() and (out["earnings_recent_5d"] == 0).all()
-    assert (out["earnings_event_volatility"] == 1).all()
+    assert (out["earnings_upcoming_5d"] == 0).all() and (out["earnings_event_volatility"] == 1).all()

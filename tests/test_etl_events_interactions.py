@@ -95,3 +95,15 @@ def test_windowed_inputs_match_pandas():
         out["x_liquidityshock_mom"], shock * c["returns_5d"], rtol=1e-12, equal_nan=True
     )
     assert np.isnan(out["x_liquidityshock_mom"][0]).all()
+
+
+def test_a_gate_of_an_absent_source_is_unknown():
+    c = inputs(T=4, N=2)
+    c["dmi_impulse"][:] = NAN
+    c["mkt_high_vol"][:] = NAN
+    present = interactions.compute(np, c)
+    absent = interactions.compute(np, c, absent=["dmi_impulse", "mkt_high_vol"])
+    np.testing.assert_array_equal(present["x_dmi_impulse_dir"], 0.0 * c["returns_1d"])  # counts as 0
+    for col in ("x_dmi_impulse_dir", "x_rev_gate", "x_bo_gate"):
+        assert np.isnan(absent[col]).all(), col
+    assert np.array_equal(present["x_mom_sh_5"], absent["x_mom_sh_5"])

@@ -1,8 +1,9 @@
 """Earnings-announcement events (FEATURES.md §4.11), derived from statements only [D24].
 
 An event is the first earnings document per (Code, fiscal-year start, period type); its reaction session R is
-the first grid session >= its effective date, and R* (the latest R <= t) is attached by scatter + running max.
-Returns and volatilities at R* are gathers from the core panels at that row. The expected next announcement
+the first session >= its effective date (a negative row before the grid), and R* (the latest R <= t) is
+attached by scatter + running max. Returns and volatilities at R* are gathers from the core panels at that
+row (NaN before the grid: no prices there). The expected next announcement
 E^ is last year's disclosure of the next period type + 364 days (past information only); sessions towards
 E^ are counted on the trading calendar, which is published a year ahead.
 """
@@ -16,7 +17,15 @@ import polars as pl
 
 from etl.features.registry import FeatureContext, features
 from etl.features.statements import prepare, prepared
-from etl.panels.events import EPS, HALT_DAY, EventCalendar, RecordSet, attach_records, event_calendar
+from etl.panels.events import (
+    EPS,
+    HALT_DAY,
+    STATEMENTS,
+    EventCalendar,
+    RecordSet,
+    attach_records,
+    event_calendar,
+)
 from etl.panels.panel import code_index
 
 NEXT_PERIOD = {"1Q": "2Q", "2Q": "3Q", "3Q": "FY", "FY": "1Q", "4Q": "FY", "5Q": "FY"}
@@ -106,19 +115,27 @@ def from_records(
     hi: int,
     inputs: dict[str, Any],
 ) -> dict[str, Any]:
-    """The 13 columns from the attached event state and the core panels in `inputs` ([T, n] each):
-    returns_1d, mkt_ret_1d, volatility_5d, volatility_20d, Close."""
+    """The 13 columns of stocks lo..hi-1 from their attached event state and the core panels in `inputs`
+    ([T, n] each): returns_1d, mkt_ret_1d, volatility_5d, volatility_20d, Close."""
+    R = attach_records(xp, cal, reactions, lo, hi)["_R"]
+    ex = attach_records(xp, cal, expected, lo, hi)
+    return columns(xp, cal, R, ex["_ref_disc"], ex["_expected"], inputs)
+
+
+def columns(
+    xp: Any, cal: EventCalendar, R: Any, ref_disc: Any, expected: Any, inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The 13 columns from R* (row of the latest reaction session, negative before the grid, NaN before the
+    first event), the expected-date reference and E^ ([T, n] each)."""
     T = cal.T
     t_T1 = xp.arange(T, dtype=xp.float64)[:, None]
-    R = attach_records(xp, cal, reactions, lo, hi)["_R"]
     ds = t_T1 - R
     out: dict[str, Any] = {"days_since_earnings": ds}
     recent = xp.where(xp.isnan(ds), 0.0, (ds <= 4).astype(xp.float64))
     out["earnings_recent_5d"] = recent
     # expected next announcement
-    ex = attach_records(xp, cal, expected, lo, hi)
     today = xp.asarray(cal.sessions.astype(np.float64))[:, None]
-    e_hat = xp.where(today - ex["_ref_disc"] > REF_MAX_AGE_DAYS, np.nan, ex["_expected"])
+    e_hat = xp.where(today - ref_disc > REF_MAX_AGE_DAYS, np.nan, expected)
     ext = cal.business[cal.business != HALT_DAY.astype(np.int64)].astype(np.float64)  # sessions incl. future
     ext_x = xp.asarray(ext)
     e_fill = xp.where(xp.isnan(e_hat), 0.0, e_hat)
@@ -127,7 +144,7 @@ def from_records(
         np.searchsorted(ext, cal.sessions.astype(np.float64), side="right").astype(np.float64)
     )
     ahead = upto_e - upto_t[:, None]  # sess(t, E^) when E^ > t
-    overdue = (t_T1 + 1.0) - upto_sessions(xp, cal, e_fill)  # sess(E^, t) when E^ <= t
+    overdue = (t_T1 + 1.0) - cal.sessions_upto(e_fill, xp).astype(xp.float64)  # sess(E^, t) when E^ <= t
     days_to = xp.where(e_hat > today, ahead, xp.where(overdue <= OVERDUE_SESSIONS, 0.0, np.nan))
     days_to = xp.where(xp.isnan(e_hat), np.nan, days_to)
     out["days_to_earnings"] = days_to
@@ -152,29 +169,30 @@ def from_records(
     return {c: out[c] for c in COLUMNS}
 
 
-def upto_sessions(xp: Any, cal: EventCalendar, day_TN: Any) -> Any:
-    """Number of grid sessions <= each day (float panel)."""
-    sess = xp.asarray(cal.sessions.astype(np.float64))
-    return xp.searchsorted(sess, day_TN.ravel(), side="right").reshape(day_TN.shape).astype(xp.float64)
-
-
 def compute(
     xp: Any, cal: EventCalendar, codes: Any, st: pl.DataFrame | None, inputs: dict[str, Any]
 ) -> dict[str, Any]:
-    """The 13 earnings columns as [T, N] panels (a missing statements source: NaN, flags 0)."""
-    if st is None or st.height == 0:
-        return missing(xp, (cal.T, len(codes)), inputs)
+    """The 13 earnings columns as [T, N] panels: NaN without a statements source; an empty one has no
+    events (the documented zeros)."""
+    shape = (cal.T, len(codes))
+    if st is None:
+        return missing(xp, shape)
+    if st.height == 0:
+        return no_events(xp, cal, shape, inputs)
     reactions, expected = event_records(codes, prepare(cal, st))
     return from_records(xp, cal, reactions, expected, 0, len(codes), inputs)
 
 
-def missing(xp: Any, shape: tuple[int, int], inputs: dict[str, Any]) -> dict[str, Any]:
-    """No statements: no events. Counters NaN, the two true-zero flags 0, the event volatility neutral 1."""
-    out = {c: xp.full(shape, np.nan) for c in COLUMNS}
-    out["earnings_recent_5d"] = xp.zeros(shape)
-    out["earnings_upcoming_5d"] = xp.zeros(shape)
-    out["earnings_event_volatility"] = xp.ones(shape)
-    return out
+def no_events(xp: Any, cal: EventCalendar, shape: tuple[int, int], inputs: dict[str, Any]) -> dict[str, Any]:
+    """A statements source without documents: counters NaN, the two flags true zeros, the event volatility
+    neutral 1 (where the volatilities exist)."""
+    nan = xp.full(shape, np.nan)
+    return columns(xp, cal, nan, nan, nan, inputs)
+
+
+def missing(xp: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """No statements source: nothing is known about events, every column NaN (§1.9)."""
+    return {c: xp.full(shape, np.nan) for c in COLUMNS}
 
 
 INPUTS = ("returns_1d", "mkt_ret_1d", "volatility_5d", "volatility_20d", "Close")
@@ -182,10 +200,12 @@ INPUTS = ("returns_1d", "mkt_ret_1d", "volatility_5d", "volatility_20d", "Close"
 
 @features(COLUMNS)
 def _earnings(ctx: FeatureContext) -> dict[str, Any]:
+    if ctx.raw(STATEMENTS) is None:
+        return missing(ctx.xp, ctx.shape)
     cal = event_calendar(ctx)
     st = prepared(ctx)
     inputs = {name: ctx[name] for name in INPUTS}
     if st is None:
-        return missing(ctx.xp, ctx.shape, inputs)
+        return no_events(ctx.xp, cal, ctx.shape, inputs)
     recs = ctx.full.cached("earnings.records", lambda: event_records(ctx.grid.codes, st))
     return from_records(ctx.xp, cal, *recs, ctx.cols.start, ctx.cols.stop, inputs)

@@ -13,6 +13,7 @@ import polars as pl
 
 from etl import ops
 from etl.features.registry import FeatureContext, Labels, feature, panel_source
+from etl.panels.events import STATEMENT_ORDER, event_calendar, statement_timing
 
 LISTED_INFO = "listed_info"
 STATEMENTS = "fins_statements"
@@ -201,14 +202,6 @@ def _row_idx(ctx: FeatureContext) -> object:
 # ---------------------------------------------------------------------------------------------- shares (§1.8)
 
 
-def statement_eff_rows(ctx: FeatureContext, st: pl.DataFrame) -> np.ndarray:
-    """Grid row of each statement's effective date: same day before 15:00:00, else the next business day."""
-    early = (st["DisclosedTime"].fill_null("99:99:99") < "15:00:00").to_numpy()
-    same = ctx.grid.asof_index(st["DisclosedDate"])
-    nxt = ctx.grid.nbd_index(st["DisclosedDate"])
-    return np.where(early, same, nxt)
-
-
 def _num(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
@@ -223,11 +216,12 @@ def _shares_docs(ctx: FeatureContext, st: pl.DataFrame) -> tuple[np.ndarray, np.
         pl.col("CurrentPeriodEndDate").cast(pl.String).str.to_date(strict=False).alias("_pe"),
     )
     docs = docs.filter(pl.col("_issued").is_not_null())
-    docs = docs.with_columns(pl.Series("_eff", statement_eff_rows(ctx, docs)))
-    docs = docs.sort(["_eff", "DisclosedDate", "DisclosedTime", "DisclosureNumber"])
+    # the statements' own effective dates and priority (§1.4, §4.10): one rule for every statement column
+    docs = statement_timing(event_calendar(ctx), docs).sort(*STATEMENT_ORDER)
     pe_days = docs["_pe"].cast(pl.Int64).cast(pl.Float64).to_numpy()
     vals = np.stack([(docs["_issued"] - docs["_treasury"]).to_numpy(), pe_days], axis=1)
-    return docs["_eff"].to_numpy(), ctx.grid.code_index(docs["LocalCode"]), vals
+    row = np.maximum(docs["_row"].to_numpy(), 0)  # documents effective before the grid hold from row 0
+    return row, ctx.grid.code_index(docs["LocalCode"]), vals
 
 
 @panel_source("shares_net_asof", "shares_period_end_asof")

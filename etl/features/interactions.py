@@ -1,11 +1,14 @@
 """Interaction features — x_* (FEATURES.md §4.14): products of other columns with the null rules of [D27].
 
 Continuous x continuous propagates NaN; a 0/1 gate (mkt_high_vol, dmi_impulse) that is null counts as 0; a
-+-1 gate (2 * mkt_trend_up - 1) that is null gives NaN (0 would wrongly mean -1). No x_* column uses a target.
++-1 gate (2 * mkt_trend_up - 1) that is null gives NaN (0 would wrongly mean -1). When a gate's source is
+absent from the raw store the gate is unknown, not 0, and its products are NaN (§1.9). No x_* column uses a
+target.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,7 @@ from etl import ops
 from etl.features.registry import FeatureContext, features
 
 EPS = 1e-12
+GATE_SOURCES = {"mkt_high_vol": "indices_topix", "dmi_impulse": "markets_daily_margin_interest"}
 INPUTS = (
     "ma_gap_5_20",
     "mkt_gap_5_20",
@@ -74,11 +78,15 @@ COLUMNS = [
 ]
 
 
-def compute(xp: Any, c: dict[str, Any]) -> dict[str, Any]:
-    """Every x_* column from the [T, n] input columns `c` (names in INPUTS)."""
+def compute(xp: Any, c: dict[str, Any], absent: Collection[str] = ()) -> dict[str, Any]:
+    """Every x_* column from the [T, n] input columns `c` (names in INPUTS); `absent`: the gates (keys of
+    GATE_SOURCES) whose source the raw store lacks."""
 
     def zero_if_null(x: Any) -> Any:
         return xp.where(xp.isnan(x), 0.0, x)
+
+    def gate(name: str) -> Any:
+        return c[name] if name in absent else zero_if_null(c[name])
 
     def hinge_pos(x: Any) -> Any:
         return xp.where(xp.isnan(x), np.nan, xp.maximum(x, 0.0))
@@ -95,7 +103,7 @@ def compute(xp: Any, c: dict[str, Any]) -> dict[str, Any]:
     trend_pm = 2.0 * c["mkt_trend_up"] - 1.0  # NaN stays NaN
     vol = c["volatility_20d"] + EPS
     rvol = c["volume_ratio_5"]
-    high_vol = zero_if_null(c["mkt_high_vol"])
+    high_vol = gate("mkt_high_vol")
     cb = ops.rolling_mean(c["dmi_credit_ratio"] - 1.0, 26, 1)
     pead_core = zero_if_null(c["stmt_rev_fore_op"]) + zero_if_null(c["stmt_progress_op"])
     pead = clip100(pead_core * xp.exp(-c["stmt_days_since_statement"] / 5.0))
@@ -125,11 +133,12 @@ def compute(xp: Any, c: dict[str, Any]) -> dict[str, Any]:
         "x_breadth_rel": c["flow_breadth_pos"] * c["rel_strength_5d"],
         "x_tri_align": gt0(c["mkt_gap_5_20"]) * gt0(c["sec_mom_20"]) * c["ma_gap_5_20"],
         "x_liquidityshock_mom": shock * c["returns_5d"],
-        "x_dmi_impulse_dir": zero_if_null(c["dmi_impulse"]) * c["returns_1d"],
+        "x_dmi_impulse_dir": gate("dmi_impulse") * c["returns_1d"],
     }
     return out
 
 
 @features(COLUMNS)
 def _interactions(ctx: FeatureContext) -> dict[str, Any]:
-    return compute(ctx.xp, {name: ctx[name] for name in INPUTS})
+    absent = [name for name, endpoint in GATE_SOURCES.items() if ctx.raw(endpoint) is None]
+    return compute(ctx.xp, {name: ctx[name] for name in INPUTS}, absent)

@@ -1,7 +1,8 @@
 """Group 4.4 market (TOPIX) features (FEATURES.md §4.4): computed once on the TOPIX series, same for all.
 
-The series lives on the grid sessions ([T, 1] arrays, 2020-10-01 removed); a grid session without a TOPIX
-row is NaN. Without the indices_topix endpoint every column is NaN (and is_mkt_z_valid 0).
+The series lives on the grid sessions ([T, 1] arrays, 2020-10-01 removed), preceded by the TOPIX rows
+before the grid that the TX history reaches (§1.12); a grid session without a TOPIX row is NaN. Without the
+indices_topix endpoint every column is NaN (and is_mkt_z_valid 0).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import polars as pl
 from etl import ops
 from etl.features import technical as ta
 from etl.features.registry import FeatureContext, feature
+from etl.panels.panel import to_days
 
 TOPIX = "indices_topix"
 EPS = 1e-12
@@ -58,19 +60,31 @@ def _flag(xp: Any, cond: Any, *operands: Any) -> Any:
     return xp.where(bad, xp.nan, cond.astype(xp.float64))
 
 
-def topix_ohlc(ctx: FeatureContext) -> dict[str, Any] | None:
-    """TOPIX OHLC on the grid sessions as [T, 1] arrays, None if the endpoint is missing."""
+def topix_ohlc(ctx: FeatureContext) -> tuple[dict[str, Any], int] | None:
+    """TOPIX OHLC as [P + T, 1] arrays and P, None if the endpoint is missing.
+
+    The series runs over the TOPIX sessions before the grid that the TX history still reaches (P of them:
+    §1.12 takes 600 sessions before the dataset start, while the grid starts no earlier than the first
+    quote), then over the grid sessions, where a session without a TOPIX row is NaN.
+    """
     tx = ctx.raw(TOPIX)
     if tx is None:
         return None
-    rows = ctx.grid.date_index(tx["Date"])
-    keep = rows >= 0
+    grid, params = ctx.grid, ctx.params
+    days = to_days(tx["Date"])
+    start = grid.dates[0] if params.dataset_start is None else params.dataset_start
+    reach = max(params.history_sessions - int(np.searchsorted(grid.dates, start, side="left")), 0)
+    earlier = np.unique(days[days < grid.dates[0]])
+    earlier = earlier[earlier.size - min(reach, earlier.size) :]
+    axis = np.concatenate([earlier, grid.dates])
+    rows = np.minimum(np.searchsorted(axis, days), axis.size - 1)
+    keep = axis[rows] == days
     out = {}
     for f in ("Open", "High", "Low", "Close"):
-        v = np.full((ctx.grid.T, 1), np.nan)
+        v = np.full((axis.size, 1), np.nan)
         v[rows[keep], 0] = tx[f].cast(pl.Float64).to_numpy()[keep]
         out[f] = ctx.xp.asarray(v)
-    return out
+    return out, int(earlier.size)
 
 
 def market_series(ohlc: dict[str, Any], xp: Any) -> dict[str, Any]:
@@ -115,11 +129,12 @@ def market(ctx: FeatureContext) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         root = ctx.full
-        ohlc = topix_ohlc(root)
-        if ohlc is None:
+        topix = topix_ohlc(root)
+        if topix is None:
             nan = root.xp.full((root.grid.T, 1), np.nan)
             return {name: nan for name in MKT_COLUMNS}
-        return market_series(ohlc, root.xp)
+        ohlc, before = topix
+        return {name: col[before:] for name, col in market_series(ohlc, root.xp).items()}
 
     return ctx.full.cached("market_series", compute)
 

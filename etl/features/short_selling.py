@@ -293,7 +293,6 @@ def position_records(cal: EventCalendar, codes: Any, sp: pl.DataFrame) -> tuple[
     )
     row = agg["_row"].to_numpy()
     col = code_index(codes, agg["Code"])
-    day = np.where(row < cal.T, cal.sessions[np.minimum(row, cal.T - 1)], np.iinfo(np.int64).max)
     aggregates = RecordSet(
         values={
             "ss_balance_ratio": agg["ratio"].to_numpy().astype(np.float64),
@@ -304,7 +303,7 @@ def position_records(cal: EventCalendar, codes: Any, sp: pl.DataFrame) -> tuple[
         row_R=row,
         code_R=col,
         rank_R=row,
-        eff_R=day,
+        eff_R=row,  # read only by a staleness limit: none here
         limit=None,
         since={},
         impulse=None,

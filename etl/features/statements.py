@@ -1,12 +1,12 @@
 """Financial statements — stmt_* (FEATURES.md §4.10) and is_stmt_valid (§4.15).
 
 A document is effective on its DisclosedDate when disclosed before 15:00:00, else on the next business day
-(§1.4); documents are ordered by (eff, DisclosedDate, DisclosedTime, DisclosureNumber). Three point-in-time
-tracks per Code [D21]: D (any document: impulse, days since), A (latest earnings document, with P, its
-prior-year comparator, and G, the latest guidance for A's fiscal year) and per guidance item the latest
-document carrying it (revision vs the previous guidance for the same target year, split-adjusted for
-per-share items). Each track's state is evaluated once per (Code, effective session) on the compact document
-table with as-of joins, then attached by scatter + running max.
+(§1.4, `events.statement_timing`); documents are ordered by (eff, DisclosedDate, DisclosedTime,
+DisclosureNumber). Three point-in-time tracks per Code [D21]: D (any document: impulse, days since), A
+(latest earnings document, with P, its prior-year comparator, and G, the latest guidance for A's fiscal
+year) and per guidance item the latest document carrying it (revision vs the previous guidance for the same
+target year, split-adjusted for per-share items). Each track's state is evaluated once per (Code, effective
+session) on the compact document table with as-of joins, then attached by scatter + running max.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from etl.features.registry import FeatureContext, features
 from etl.ops import to_host
 from etl.panels.events import (
     EPS,
+    STATEMENT_ORDER,
     STATEMENTS,
     EventCalendar,
     RecordSet,
     attach_records,
-    eff_row,
     empty_columns,
     event_calendar,
     gather_host,
     malformed,
     parse_numbers,
-    to_days,
+    statement_timing,
 )
 from etl.panels.panel import code_index
 
@@ -110,21 +110,10 @@ def prepare(cal: EventCalendar, st: pl.DataFrame) -> pl.DataFrame:
         if bad.any():
             raise malformed(STATEMENTS, f"field {c} must be a date YYYY-MM-DD or empty", st.filter(bad))
         st = st.with_columns(parsed.alias(c))
-    time = st["DisclosedTime"].cast(pl.String).fill_null("")
-    bad = (time != "") & ~time.str.contains(r"^\d{2}:\d{2}(:\d{2})?$")
-    if bad.any():
-        raise malformed(STATEMENTS, "DisclosedTime must be HH:MM:SS or empty", st.filter(bad))
-    disclosed = to_days(st["DisclosedDate"])
-    early = ((time != "") & (time < "15:00:00")).to_numpy()  # empty time: treated as after the close
-    eff = np.where(early, disclosed, cal.nbd(disclosed))
-    st = st.with_columns(
-        pl.Series("_eff", eff),
-        pl.Series("_row", eff_row(cal, eff)),
-        pl.Series("_disc", disclosed),
-        time.alias("_time"),
+    st = statement_timing(cal, st).with_columns(
         pl.col("TypeOfDocument").cast(pl.String).fill_null("").str.contains(EARNINGS_DOC).alias("_earn"),
     )
-    st = st.sort("_eff", "_disc", "_time", "DisclosureNumber").with_row_index("_rank")
+    st = st.sort(*STATEMENT_ORDER).with_row_index("_rank")
     return st.with_columns(pl.col("_rank").cast(pl.Int64))
 
 

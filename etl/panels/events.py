@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,15 @@ NAT_DAY = np.iinfo(np.int64).min
 # ----------------------------------------------------------------------------------------------- calendar
 @dataclass(frozen=True)
 class EventCalendar:
-    """Grid sessions and business days as int64 day numbers, with the date arithmetic of §1.4."""
+    """Grid sessions and business days as int64 day numbers, with the date arithmetic of §1.4.
+
+    Rows count calendar sessions (business days minus 2020-10-01) from the grid's first session: a record
+    effective before the grid has a negative row, so its impulse, its age in sessions and its staleness are
+    those of its true date (it is attached from row 0 onwards like any record effective by then).
+    """
 
     sessions: np.ndarray  # [T] grid sessions, ascending
-    business: np.ndarray  # [B] TC business days (HolidayDivision 1/2), ascending, a superset of sessions
+    business: np.ndarray  # [B] business days (HolidayDivision 1/2), ascending, a superset of sessions
 
     @property
     def T(self) -> int:
@@ -87,7 +93,7 @@ class EventCalendar:
             halt = HALT_DAY.astype(np.int64)
             extra = [halt] if sessions.size and sessions[0] <= halt <= sessions[-1] else []
             business = np.union1d(sessions, np.asarray(extra, dtype=np.int64))
-        return cls(sessions=sessions, business=business)
+        return cls(sessions=sessions, business=with_earlier_days(business))
 
     @classmethod
     def from_grid(cls, grid: Any) -> EventCalendar:
@@ -96,19 +102,33 @@ class EventCalendar:
         business = np.union1d(
             np.asarray(grid.business_days, dtype="datetime64[D]").astype(np.int64), sessions
         )
-        return cls(sessions=sessions, business=business)
+        return cls(sessions=sessions, business=with_earlier_days(business))
+
+    @cached_property
+    def before(self) -> np.ndarray:
+        """Calendar sessions before the grid's first session (rows -len(before) .. -1)."""
+        cal_sessions = self.business[self.business != HALT_DAY.astype(np.int64)]
+        first = self.sessions[0] if self.T else np.iinfo(np.int64).max
+        return cal_sessions[cal_sessions < first]
 
     def asof_row(self, day: np.ndarray) -> np.ndarray:
-        """Row of the first session >= day (T when none): where a record with eff = day attaches."""
-        return np.searchsorted(self.sessions, day, side="left")
+        """Row of the first session >= day: T when none, negative for a session before the grid."""
+        d = np.asarray(day, dtype=np.int64)
+        grid = np.searchsorted(self.sessions, d, side="left")
+        return grid + np.searchsorted(self.before, d, side="left") - self.before.size
 
     def last_row(self, day: np.ndarray) -> np.ndarray:
         """Row of the last session <= day (-1 when none)."""
         return np.searchsorted(self.sessions, day, side="right") - 1
 
-    def sessions_upto(self, day: np.ndarray) -> np.ndarray:
-        """Number of sessions <= day; `sess(a, t) = (row(t) + 1) - sessions_upto(a)`."""
-        return np.searchsorted(self.sessions, day, side="right")
+    def sessions_upto(self, day: Any, xp: Any = np) -> Any:
+        """Sessions <= day counted like rows (`row + 1` on a session, <= 0 before the grid), so that
+        `sess(a, t) = (t + 1) - sessions_upto(a)` (int64; `xp` for a day panel on the device)."""
+        d = xp.asarray(day, dtype=xp.float64)
+        flat = d.ravel()
+        grid = xp.searchsorted(xp.asarray(self.sessions, dtype=xp.float64), flat, side="right")
+        before = xp.searchsorted(xp.asarray(self.before, dtype=xp.float64), flat, side="right")
+        return (grid + before - self.before.size).astype(xp.int64).reshape(d.shape)
 
     def add_business(self, day: np.ndarray, k: int) -> np.ndarray:
         """The k-th business day strictly after `day` (k >= 1); NAT_DAY past the calendar's end.
@@ -125,8 +145,23 @@ class EventCalendar:
         return self.add_business(day, 1)
 
 
+def with_earlier_days(business: np.ndarray) -> np.ndarray:
+    """`business` with the XTKS business days before its first day in front (etl/panels/calendar.py, the
+    calendar the fetch falls back on): statements reach back a year before the prices and the raw trading
+    calendar, and their next business days and ages in sessions must be those of their true dates."""
+    from etl.panels import calendar
+
+    if business.size == 0:
+        return business
+    last = dt.date(1970, 1, 1) + dt.timedelta(days=int(business[0]) - 1)
+    if last < calendar.XTKS_FIRST:
+        return business
+    earlier = to_days(calendar.business_days(calendar.XTKS_FIRST, last))
+    return np.union1d(earlier, business)
+
+
 def eff_row(cal: EventCalendar, eff_day: np.ndarray) -> np.ndarray:
-    """Attachment row of each effective day; T (never attached) for NAT_DAY."""
+    """Attachment row of each effective day (negative before the grid); T (never attached) for NAT_DAY."""
     row = cal.asof_row(eff_day)
     row[eff_day == NAT_DAY] = cal.T
     return row
@@ -149,7 +184,7 @@ class Attached:
 
     xp: Any
     rec_TN: Any  # xp int64 [T, N]
-    row_R: np.ndarray  # attachment row of each record
+    row_R: np.ndarray  # attachment row of each record (negative: a session before the grid)
 
     @property
     def valid_TN(self) -> Any:
@@ -209,8 +244,9 @@ def attach(
     """As-of attach records to the [T, N] grid.
 
     Record r lands on (row_R[r], col_R[r]) and stays attached until a record of higher `rank_R` lands in the
-    same column (ties in rank are not allowed). With `limit`, a record whose `sess(eff, t)` exceeds it is not
-    attached (staleness, §1.5); `eff_day_R` gives eff.
+    same column (ties in rank are not allowed); a record with a negative row (effective before the grid)
+    is attached from row 0. With `limit`, a record whose `sess(eff, t)` exceeds it is not attached
+    (staleness, §1.5); `eff_day_R` gives eff.
     """
     row_R = np.asarray(row_R, dtype=np.int64)
     col_R = np.asarray(col_R, dtype=np.int64)
@@ -219,7 +255,7 @@ def attach(
     pos_of = np.empty(R, dtype=np.int64)
     pos_of[order] = np.arange(R)
     keep = (row_R < T) & (col_R >= 0) & (col_R < n_codes)
-    lin = row_R[keep] * n_codes + col_R[keep]
+    lin = np.maximum(row_R[keep], 0) * n_codes + col_R[keep]
     pos = pos_of[keep]
     # one record per cell: the highest rank landing there
     srt = np.lexsort((pos, lin))
@@ -250,7 +286,7 @@ class RecordSet:
     """
 
     values: dict[str, np.ndarray]  # column name -> [R] value of each record
-    row_R: np.ndarray  # attachment row (first session >= eff; T = never)
+    row_R: np.ndarray  # attachment row (first session >= eff, negative before the grid; T = never)
     code_R: np.ndarray  # grid column of the record's code (-1 = not on the grid)
     rank_R: np.ndarray  # priority within a column (higher wins once attached)
     eff_R: np.ndarray  # effective day
@@ -526,3 +562,49 @@ def parse_numbers(
 def as_date(value: str) -> int:
     """ISO date -> day number."""
     return int(np.datetime64(dt.date.fromisoformat(value), "D").astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------- statements
+STATEMENT_CUTOFF_S = 15 * 3600  # a statement disclosed before 15:00:00 is public the same session (§1.4)
+STATEMENT_ORDER = ("_eff", "_disc", "_secs", "DisclosureNumber")  # priority of documents (§4.10)
+
+
+def disclosed_seconds(st: pl.DataFrame) -> np.ndarray:
+    """DisclosedTime ("HH:MM:SS", "HH:MM", "" or null) as seconds since midnight, NaN when missing.
+
+    Anything else is an EventDataError: a time compared as text would put "15:00" before "15:00:00".
+    """
+    text = st["DisclosedTime"].cast(pl.String).fill_null("")
+    bad = (text != "") & ~text.str.contains(r"^\d{2}:\d{2}(:\d{2})?$")
+    if bad.any():
+        raise malformed(STATEMENTS, "DisclosedTime must be HH:MM:SS, HH:MM or empty", st.filter(bad))
+
+    def part(offset: int) -> pl.Series:
+        return text.str.slice(offset, 2).cast(pl.Float64, strict=False)
+
+    seconds = part(0) * 3600.0 + part(3) * 60.0 + part(6).fill_null(0.0)
+    return seconds.fill_null(np.nan).to_numpy().astype(np.float64)
+
+
+def public_same_session(seconds: np.ndarray) -> np.ndarray:
+    """True where a statement is public on its disclosure session: a real time strictly before 15:00:00.
+
+    A missing time counts as after the close (a late, never early, attachment).
+    """
+    with np.errstate(invalid="ignore"):
+        return np.asarray(seconds) < STATEMENT_CUTOFF_S  # NaN compares False
+
+
+def statement_timing(cal: EventCalendar, st: pl.DataFrame) -> pl.DataFrame:
+    """`st` with the columns every statement consumer orders and attaches by: `_disc` (DisclosedDate),
+    `_secs` (DisclosedTime in seconds, null when missing), `_eff` (DisclosedDate when public the same
+    session, else its next business day) and `_row` (attachment row, negative before the grid)."""
+    disclosed = to_days(st["DisclosedDate"])
+    seconds = disclosed_seconds(st)
+    eff = np.where(public_same_session(seconds), disclosed, cal.nbd(disclosed))
+    return st.with_columns(
+        pl.Series("_disc", disclosed),
+        pl.Series("_secs", seconds).fill_nan(None),
+        pl.Series("_eff", eff),
+        pl.Series("_row", eff_row(cal, eff)),
+    )

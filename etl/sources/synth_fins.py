@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from etl.panels.events import disclosed_seconds, public_same_session
 from etl.sources.schema import ENDPOINTS
 from etl.sources.synth_returns import Events, std_t
 from etl.sources.synth_universe import MARKET_NAMES, RESTRUCTURING, SECTOR33, Universe, lookup
@@ -144,8 +145,8 @@ def schedule(
                 cols["fy_end"].append(fy_end[keep])
                 cols["session"].append(np.zeros(len(k), dtype=np.int64))
     arr = {k: np.concatenate(v) for k, v in cols.items()}
-    # public from the disclosure session if before 15:00, else from the next session
-    after = arr["time"] >= "15:00:00"
+    # public from the disclosure session if before 15:00, else from the next session (the ETL's rule)
+    after = ~public_same_session(disclosed_seconds(pl.DataFrame({"DisclosedTime": arr["time"]})))
     sess = np.searchsorted(sessions, arr["disclosed"], side="left") + after.astype(np.int64)
     sess = np.where(arr["disclosed"] < sessions[0], -1, sess)  # before the period: no price effect
     arr["session"] = sess
