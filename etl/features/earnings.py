@@ -63,16 +63,11 @@ def event_records(codes: Any, st: pl.DataFrame) -> tuple[RecordSet, RecordSet]:
     first = earn.sort("_rank").unique(subset=["Code", "fy_start", "ptype"], keep="first", maintain_order=True)
     first = first.group_by("Code", "_row").agg(pl.len()).sort("Code", "_row")  # one R per (Code, session)
     r_row = first["_row"].to_numpy()
-    reactions = RecordSet(
+    reactions = RecordSet.plain(
         values={"_R": r_row.astype(np.float64)},
         row_R=r_row,
         code_R=code_index(codes, first["Code"]),
-        rank_R=r_row,
         eff_R=r_row,
-        limit=None,
-        since={},
-        impulse=None,
-        validity=None,
     )
     # expected next announcement: A's next period type, its latest document effective by the event
     srt = earn.sort("_row", "_rank")
@@ -85,16 +80,11 @@ def event_records(codes: Any, st: pl.DataFrame) -> tuple[RecordSet, RecordSet]:
     a = a.join_asof(ref, on="_row", by=["Code", "nxt"], check_sortedness=False)
     row = a["_row"].to_numpy()
     ref_disc = a["ref_disc"].cast(pl.Float64).to_numpy()
-    expected = RecordSet(
+    expected = RecordSet.plain(
         values={"_ref_disc": ref_disc, "_expected": ref_disc + EXPECTED_LAG_DAYS},
         row_R=row,
         code_R=code_index(codes, a["Code"]),
-        rank_R=row,
         eff_R=row,
-        limit=None,
-        since={},
-        impulse=None,
-        validity=None,
     )
     return reactions, expected
 

@@ -309,16 +309,11 @@ def position_records(cal: EventCalendar, codes: Any, sp: pl.DataFrame) -> tuple[
         impulse=None,
         validity=None,
     )
-    latest = RecordSet(
+    latest = RecordSet.plain(
         values={"_upto": cal.sessions_upto(eff).astype(np.float64)},
         row_R=eff_row(cal, eff),
         code_R=code_index(codes, sp["Code"]),
-        rank_R=eff,
         eff_R=eff,
-        limit=None,
-        since={},
-        impulse=None,
-        validity=None,
     )
     return aggregates, latest, coverage
 

@@ -243,16 +243,11 @@ def state_records(cal: EventCalendar, codes: Any, st: pl.DataFrame) -> RecordSet
         "_equity": f["Equity"],
     }
     row = a["_row"].to_numpy()
-    return RecordSet(
+    return RecordSet.plain(
         values=values,
         row_R=row,
         code_R=code_index(codes, a["Code"]),
-        rank_R=row,
         eff_R=row,
-        limit=None,
-        since={},
-        impulse=None,
-        validity=None,
     )
 
 
@@ -280,16 +275,11 @@ def revision_records(cal: EventCalendar, codes: Any, st: pl.DataFrame, af_TN: An
     for x in ITEMS:
         sel = items == x
         rank = g["_rank"].to_numpy()[sel]
-        out[x] = RecordSet(
+        out[x] = RecordSet.plain(
             values={REV_COLUMNS[x]: rev[sel], "_g": g["g"].to_numpy().astype(np.float64)[sel]},
             row_R=g["_row"].to_numpy()[sel],
             code_R=col[sel],
-            rank_R=rank,
             eff_R=rank,
-            limit=None,
-            since={},
-            impulse=None,
-            validity=None,
         )
     return out
 

@@ -295,6 +295,11 @@ class RecordSet:
     impulse: str | None  # name of the impulse column (1 on the attachment session)
     validity: str | None  # name of the validity flag column
 
+    @classmethod
+    def plain(cls, values: dict[str, np.ndarray], row_R: np.ndarray, code_R: np.ndarray, eff_R: np.ndarray):
+        """Records that only carry values: the latest effective wins; no staleness, impulse or validity."""
+        return cls(values, row_R, code_R, eff_R, eff_R, limit=None, since={}, impulse=None, validity=None)
+
 
 def event_calendar(ctx: Any) -> EventCalendar:
     """The build's EventCalendar, memoised on the root feature context."""
