@@ -287,7 +287,7 @@ def test_same_arguments_give_byte_identical_files(tmp_path):
 def _simulate(events, flows, uni, T):
     strengths = synth_returns.Strengths(10, 4, 10, 10, 4, 10)
     return synth_returns.simulate(
-        np.random.default_rng(1), np.random.default_rng(2), uni, T, events, flows, strengths, 4.0
+        np.random.default_rng(1), np.random.default_rng(2), uni, T, events, flows, strengths, 4.0, 0.15
     )
 
 

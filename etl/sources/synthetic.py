@@ -208,6 +208,7 @@ def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None =
         flows,
         strengths_of(cfg),
         cfg.idio_dof,
+        cfg.peer_spillover,
     )
 
     step("prices")
