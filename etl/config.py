@@ -189,6 +189,9 @@ class SynthConfig:
     pead_bp: float = 10.0
     flow_bp: float = 4.0
     squeeze_bp: float = 10.0
+    # share of each stock's specific variance that is its 5 hidden peers' shocks of the same day: the larger,
+    # the more hidden peers co-move and the more of them the correlation graph finds (docs/synthetic.md)
+    peer_spillover: float = 0.15
     idio_dof: float = 4.0  # Student-t degrees of freedom of idiosyncratic noise
     halt_rate: float = 0.002  # base probability of a no-trade session (x5 for small caps)
 
@@ -198,6 +201,11 @@ class SynthConfig:
         if self.idio_dof <= 2.0:
             raise ConfigError(
                 f"config key 'synth.idio_dof' = {self.idio_dof}: expected > 2 (finite variance)"
+            )
+        if not 0.0 <= self.peer_spillover < 1.0:
+            raise ConfigError(
+                f"config key 'synth.peer_spillover' = {self.peer_spillover}: expected 0 <= share < 1 "
+                "(each stock keeps some variance of its own)"
             )
         if not 0.0 <= self.halt_rate < 0.1:
             raise ConfigError(

@@ -51,7 +51,7 @@ def test_apply_overrides_does_not_mutate_input():
         (
             "synth.stokcs=5",
             "unknown config key 'synth.stokcs' (allowed: end, flow_bp, halt_rate, idio_dof, lead_lag_bp, "
-            "pead_bp, reversal_bp, sector_momentum_bp, seed, squeeze_bp, start, stocks)",
+            "pead_bp, peer_spillover, reversal_bp, sector_momentum_bp, seed, squeeze_bp, start, stocks)",
         ),
         ("nosuch.x=1", "unknown config key 'nosuch'"),
         ("synth.stocks=many", "config key 'synth.stocks' = 'many': expected int"),

@@ -1,4 +1,7 @@
-"""Stylized facts and the oracle's skill on the default config (300 codes, 2019-2023, seed 0)."""
+"""Stylized facts, the oracle's skill and the graph's recovery of hidden peers on the default config (300
+codes, 2019-2023, seed 0)."""
+
+import json
 
 import numpy as np
 import polars as pl
@@ -63,6 +66,16 @@ def test_oracle_rank_ic_at_one_day_is_in_the_documented_band(default_market):
     ic = joined.group_by("Date").agg(pl.corr("expected_return_1d", "fwd", method="spearman").alias("ic"))
     mean_ic = ic["ic"].drop_nulls().mean()
     assert 0.05 <= mean_ic <= 0.15, mean_ic
+
+
+def test_correlation_graph_finds_the_documented_share_of_hidden_peers(default_market):
+    """docs/synthetic.md: 25-40% of the daily graph's edges are hidden-peer pairs (default graph config)."""
+    out, *_ = default_market
+    rec = json.loads((out / "synthetic.json").read_text())["graph_recovery"]
+    assert rec["graph"] == {"window": 60, "min_obs": 40, "threshold": 0.3, "k": 4}
+    assert 0.25 <= rec["edge_peer_share"] <= 0.40, rec
+    assert rec["edge_peer_share"] > 10 * rec["edge_peer_share_random"], rec
+    assert rec["dates_measured"] == 58 and rec["every_nth_session"] == 20
 
 
 def test_default_market_ohlc_adjustments_and_calendar(default_market):

@@ -3,12 +3,16 @@
 Log return of stock i on session t (all [T, N] arrays, vectorised over stocks; only the scalar GARCH recursion
 loops over dates):
 
-    x[t,i] = beta_i m_t + l_i f[t, s(i)] + size_i F_size,t + value_i F_value,t + <latent_i, g_t>
-             + eps[t,i] + jump[t,i] + alpha[t,i]
+    x[t,i] = beta_i m_t + l_i f[t, s(i)] + size_i F_size,t + value_i F_value,t
+             + sigma_i (sqrt(1 - p) z[t,i] + sqrt(p) sum_{j in P(i)} z[t,j] / sqrt(5))
+             + jump[t,i] + alpha[t,i]
 
-- m_t: market factor, GARCH(1,1) with Student-t(5) shocks; its volatility ratio v_t scales everything else.
-- f: 33 sector factors; F_size, F_value: style factors; g: 8 hidden latent factors that peers share.
-- eps: Student-t idiosyncratic noise with a persistent stock-level log-volatility (AR(1)).
+- m_t: market factor, GARCH(1,1) with Student-t(5) shocks; its volatility ratio scales everything else.
+- f: 33 sector factors; F_size, F_value: style factors.
+- z[t,i]: the stock's own shock, a unit-variance Student-t draw times a persistent stock-level volatility (log
+  AR(1)); P(i): its 5 hidden peers. A share p (`peer_spillover`) of the stock-specific variance is the
+  peers' shocks of the same day, so peers co-move; the same sum moves the stock again the next day (the
+  lead-lag signal).
 - jump: the reaction to an earnings surprise on the session the news becomes public.
 - alpha[t] = 1e-4 * sum_k strength_k * score_k[t-1]: the planted signals, each a unit-scale score known at the
   close of t-1 (strengths are in basis points per day per unit of score; see docs/synthetic.md).
@@ -149,8 +153,13 @@ def simulate(
     flows: Flows,
     strengths: Strengths,
     idio_dof: float,
+    peer_spillover: float,
 ) -> Returns:
-    """Draw the factor model and the signals; return log returns, volatilities, alpha and the oracle."""
+    """Draw the factor model and the signals; return log returns, volatilities, alpha and the oracle.
+
+    A share `peer_spillover` of each stock's specific variance is its hidden peers' shocks of the day, the
+    rest its own shock z (ETFs: all their own).
+    """
     T, N = n_sessions, uni.n
     m, msig = garch_market(rng_factors, T)
     v = msig / np.sqrt(np.mean(msig**2))  # market volatility ratio, spreads clustering to all components
@@ -159,21 +168,30 @@ def simulate(
     sec_vol = rng_factors.uniform(0.005, 0.011, n_sec)
     f = sec_vol[None, :] * sqv * std_t(rng_factors, 5.0, (T, n_sec))
     styles = np.array([0.003, 0.0025])[None, :] * sqv * std_t(rng_factors, 5.0, (T, 2))
-    g = 0.006 * sqv * rng_factors.normal(0.0, 1.0, (T, uni.latent.shape[1]))
 
     h = ar1(rng_idio, (T, N), phi=0.98, sd=0.5)
     idio_scale = np.exp(h - 0.5 * 0.5**2) * sqv
     del h
-    z = idio_scale * std_t(rng_idio, idio_dof, (T, N))  # unit-scale idiosyncratic shocks
-    eps = uni.idio_vol[None, :] * z
+    z = idio_scale * std_t(rng_idio, idio_dof, (T, N))  # each stock's own shocks, unit scale
+    peers = peer_graph(uni.latent, uni.sector_id, N_PEERS)  # never an ETF
+    stock_mask = (~uni.is_etf)[None, :]
+    # the peers' shocks of the day, unit scale: they move the stock today (spillover), and tomorrow (lead-lag)
+    peer_shocks = np.zeros((T, N))
+    peer_var = np.zeros((T, N))
+    for k in range(peers.shape[1]):
+        peer_shocks += z[:, peers[:, k]]
+        peer_var += idio_scale[:, peers[:, k]] ** 2
+    peer_shocks *= stock_mask / np.sqrt(peers.shape[1])
+    peer_var /= peers.shape[1]
+    share = np.where(uni.is_etf, 0.0, peer_spillover)
 
     sid = np.where(uni.sector_id >= 0, uni.sector_id, 0)
     on_sector = (uni.sector_id >= 0).astype(float)
     x = uni.beta[None, :] * m[:, None]
     x += (uni.sector_loading * on_sector)[None, :] * f[:, sid]
     x += uni.size_z[None, :] * styles[:, :1] + uni.value_z[None, :] * styles[:, 1:]
-    x += g @ uni.latent.T * (1.0 - uni.is_etf)[None, :]
-    x += eps
+    x += (uni.idio_vol * np.sqrt(1.0 - share))[None, :] * z
+    x += (uni.idio_vol * np.sqrt(share))[None, :] * peer_shocks
 
     # earnings reaction on the first session the news is public
     ok = (events.session >= 0) & (events.session < T)
@@ -187,19 +205,17 @@ def simulate(
     vol = np.sqrt(
         (uni.beta[None, :] * msig[:, None]) ** 2
         + (uni.sector_loading * on_sector)[None, :] ** 2 * (sec_vol[sid][None, :] ** 2) * v[:, None]
-        + (uni.idio_vol[None, :] * idio_scale) ** 2
+        + uni.idio_vol[None, :] ** 2 * ((1.0 - share)[None, :] * idio_scale**2 + share[None, :] * peer_var)
     )
-    del idio_scale
+    del idio_scale, peer_var
 
     # ---- planted signals: scores known at the close of t
     z = np.where(uni.is_etf[None, :], 0.0, z)
-    peers = peer_graph(uni.latent, uni.sector_id, N_PEERS)
     si = short_interest(rng_idio, uni, T)
     six = np.clip((si - 0.025) / 0.025, 0.0, 2.0)
     last_ev, last_sur, next_ev = last_event_arrays(events, T, N)
     t_idx = np.arange(T)[:, None]
     pub = np.searchsorted(flows.effective, np.arange(T), side="right") - 1  # active publication at t
-    stock_mask = (~uni.is_etf)[None, :]
 
     def sector_momentum(kernel: np.ndarray) -> np.ndarray:
         ff = fir(kernel, f / sec_vol[None, :]) / np.sqrt(SM_WINDOW)
@@ -219,10 +235,7 @@ def simulate(
     box_sm = np.ones(SM_WINDOW)
     score_rev = -fir(REV_KERNEL, z)
     score_sm = sector_momentum(box_sm)
-    score_ll = np.zeros((T, N))
-    for k in range(peers.shape[1]):
-        score_ll += z[:, peers[:, k]]
-    score_ll *= stock_mask / np.sqrt(peers.shape[1])
+    score_ll = peer_shocks
     score_sq = six * fir(box_sq, z)
     s = strengths
     signal = (

@@ -1,4 +1,4 @@
-"""The synthetic market's cross-section: codes, names, sectors, market segments, listings, latent exposures.
+"""The synthetic market's cross-section: codes, names, sectors, market segments, listings, hidden peers.
 
 Sector and market vocabularies are the real J-Quants ones (`../shared/jquants_api.md` §4). Every draw comes
 from the generator passed in, so the universe is a pure function of (config, seed).
@@ -167,7 +167,7 @@ class Universe:
     beta: np.ndarray  # market beta
     sector_loading: np.ndarray
     idio_vol: np.ndarray  # daily idiosyncratic volatility
-    latent: np.ndarray  # [N, K] hidden peer exposures (unit vectors)
+    latent: np.ndarray  # [N, K] hidden business characteristics (unit vectors): peers are nearest
 
     @property
     def n(self) -> int:
@@ -329,7 +329,8 @@ def sort_by_code(uni: Universe) -> Universe:
 def peer_graph(latent: np.ndarray, sector_id: np.ndarray, m: int) -> np.ndarray:
     """[N, m] hidden peers of each stock: the m nearest neighbours in latent space, same sector preferred.
 
-    Peers share latent exposures, so their returns correlate; the correlation graph finds them only partly.
+    A stock's shocks spill over to the stocks it is a peer of (synth_returns.py), so peers' returns
+    correlate; the correlation graph finds part of them (`graph_recovery` in synthetic.json).
     """
     sim = latent @ latent.T + 0.35 * (sector_id[:, None] == sector_id[None, :])
     np.fill_diagonal(sim, -np.inf)

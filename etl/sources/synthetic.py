@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from etl.config import GraphConfig
 from etl.errors import GogookuError
 from etl.panels.calendar import OUTAGE_DAYS, business_days, trading_calendar
-from etl.sources import raw_store, synth_fins
+from etl.sources import raw_store, synth_fins, synth_recovery
 from etl.sources.schema import ENDPOINTS, PUBLISH_REASONS, TRADES_SPEC_GROUPS
 from etl.sources.synth_returns import FLOW_PHI, HORIZONS, Flows, Returns, Strengths, ar1, simulate
 from etl.sources.synth_universe import (
@@ -157,7 +158,7 @@ class _Progress:
             self.callback(step)
 
 
-STEPS = 13  # calls to the progress callback in `generate`
+STEPS = 14  # calls to the progress callback in `generate`
 
 
 def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None = None) -> Market:
@@ -208,6 +209,7 @@ def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None =
         flows,
         strengths_of(cfg),
         cfg.idio_dof,
+        cfg.peer_spillover,
     )
 
     step("prices")
@@ -253,6 +255,8 @@ def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None =
 
     step("oracle")
     _write_oracle(out, m)
+    step("graph recovery")
+    recovered = _graph_recovery(m)
     meta = {
         "generator": "gogooku synthetic market",
         "config": asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(vars(cfg)),
@@ -265,6 +269,7 @@ def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None =
         "statements": int(stm.height),
         "horizons": list(HORIZONS),
         "outage_days": [d.isoformat() for d in OUTAGE_DAYS if start <= d <= end],
+        "graph_recovery": recovered,
     }
     (out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     step("done")
@@ -374,12 +379,21 @@ def _prices(
     )
 
 
+def _to_adjusted(m: Market, t: Any, i: Any) -> np.ndarray:
+    """Raw -> Adjustment* multiplier at (t, i): the product of the adjustment factors after t."""
+    return m.shares_mult[t, i] / m.shares_mult[-1, i]
+
+
+def _adjust(raw_price: np.ndarray, to_adj: np.ndarray) -> np.ndarray:
+    """An Adjustment* price as J-Quants publishes it: raw x later factors, rounded to 0.1 yen."""
+    return np.round(raw_price * to_adj, 1)
+
+
 def _quotes_frame(m: Market, rows: slice) -> pl.DataFrame:
     listed = m.listed[rows]
     t, i = np.nonzero(listed)
     t_abs = t + rows.start
-    mult = m.shares_mult
-    to_adj = mult[t_abs, i] / mult[-1, i]  # prod of later adjustment factors
+    to_adj = _to_adjusted(m, t_abs, i)
     close = m.close[t_abs, i]
 
     def col(a: np.ndarray) -> np.ndarray:
@@ -398,10 +412,10 @@ def _quotes_frame(m: Market, rows: slice) -> pl.DataFrame:
             "Volume": col(m.volume),
             "TurnoverValue": col(m.value),
             "AdjustmentFactor": m.adj_factor[t_abs, i],
-            "AdjustmentOpen": np.round(col(m.open) * to_adj, 1),
-            "AdjustmentHigh": np.round(col(m.high) * to_adj, 1),
-            "AdjustmentLow": np.round(col(m.low) * to_adj, 1),
-            "AdjustmentClose": np.round(close * to_adj, 1),
+            "AdjustmentOpen": _adjust(col(m.open), to_adj),
+            "AdjustmentHigh": _adjust(col(m.high), to_adj),
+            "AdjustmentLow": _adjust(col(m.low), to_adj),
+            "AdjustmentClose": _adjust(close, to_adj),
             "AdjustmentVolume": np.round(col(m.volume) / to_adj, 1),
         },
         nan_to_null=True,
@@ -785,6 +799,16 @@ def _short_positions(rng: np.random.Generator, m: Market, week_end: np.ndarray) 
             )
         )
     return pl.concat(frames).sort("DisclosedDate", "Code", "ShortSellerName")
+
+
+def _graph_recovery(m: Market) -> dict[str, Any]:
+    """How much of the hidden peer graph the ETL's correlation graph (default GraphConfig) finds in the
+    written prices (synth_recovery.py)."""
+    adj_close = _adjust(m.close, _to_adjusted(m, slice(None), slice(None)))  # [T, N] as daily_quotes holds it
+    stocks = ~m.uni.is_etf
+    _, returns, row_mask = synth_recovery.graph_inputs(m.sessions, adj_close, m.listed, stocks)
+    del adj_close
+    return synth_recovery.recovery(returns, row_mask, m.ret.peers, stocks, GraphConfig())
 
 
 def _write_oracle(out: Path, m: Market) -> None:
