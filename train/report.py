@@ -32,11 +32,11 @@ import yaml
 from etl.errors import GogookuError
 
 MODELS = {"atft": "ATFT-GAT-FAN", "lightgbm": "LightGBM", "oracle": "oracle", "reversal_5d": "5-day reversal"}
-PRODUCERS = {  # the command that writes each model's eval/<split>/<model>/ folder
-    "atft": "gogooku evaluate",
-    "lightgbm": "gogooku baseline",
-    "oracle": "gogooku evaluate",
-    "reversal_5d": "gogooku evaluate",
+PRODUCERS = {  # what writes each model's eval/<split>/<model>/ folder
+    "atft": "run `gogooku evaluate`",
+    "lightgbm": "run `gogooku baseline`",
+    "oracle": "`gogooku evaluate` scores it on the synthetic market only",
+    "reversal_5d": "run `gogooku evaluate`",
 }
 COLORS = {"atft": "#1f5fa8", "lightgbm": "#d9822b", "oracle": "#8c8c8c", "reversal_5d": "#3a9a5b"}
 SPLITS = ("test", "valid")  # the report shows the first split the model was evaluated on
@@ -229,9 +229,8 @@ class HeadlineRow:
 class Headline:
     split: str
     horizons: list[int]
-    seeds: list[
-        int | None
-    ]  # the model's seeds pooled into RankIC: this run's, then the ablation's full model
+    # the model's seeds pooled into RankIC: this run's, then the ablation's full model's
+    seeds: list[int | None]
     rows: list[HeadlineRow]
     absent: list[str]  # models without an evaluation on the split
 
@@ -461,7 +460,7 @@ def _headline_section(head: Headline) -> str:
         first = i == 0 or head.rows[i - 1].horizon != row.horizon
         row_class.append(" ".join(c for c in ("first" if first else "", row.model) if c))
     table = _table(list(HEADLINE_COLUMNS), [headline_cells(r) for r in head.rows], 2, row_class)
-    notes = [_note(f"no {MODELS[m]} evaluation in this run: run `{PRODUCERS[m]}`") for m in head.absent]
+    notes = [_note(f"no {MODELS[m]} evaluation in this run: {PRODUCERS[m]}") for m in head.absent]
     return f'<p class="caption">{_e(head.caption)}</p>{table}{"".join(notes)}'
 
 
@@ -625,8 +624,8 @@ def _deciles_section(head: Headline, evals: dict[str, Eval]) -> str:
             ax.bar(x, d, width=width, color=COLORS[model], label=MODELS[model])
         ax.axhline(0, color="#333", linewidth=0.6)
         ax.set_title(f"mean {h}d return by decile")
-        ax.set_xlabel("decile of the prediction (10 = highest)")
-        ax.set_xticks(range(1, 11))
+        ax.set_xlabel(f"bin of the prediction ({len(d)} = highest)")
+        ax.set_xticks(range(1, len(d) + 1))
         _percent_axis(ax, decimals=2)
     axes[0, 0].legend(loc="upper left")
     return _img(fig, "mean forward return by prediction decile")
