@@ -471,3 +471,45 @@ def test_cli_bad_run_folder_is_one_line(tmp_path, make):
     assert result.exit_code == 2
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+
+
+def _break_json(run: Path) -> None:
+    (run / "eval" / "test" / "atft" / "metrics.json").write_text("{")
+
+
+def _drop_rank_ic(run: Path) -> None:
+    path = run / "eval" / "test" / "atft" / "daily.parquet"
+    write_eval(run / "daily_src", "atft", seed=0)
+    pl.read_parquet(run / "daily_src" / "daily.parquet").drop("rank_ic").write_parquet(path)
+
+
+def _break_log_line(run: Path) -> None:
+    write_logs(run)
+    path = run / "fold_1" / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + '{"step": 2, "loss"\n' + "".join(lines[1:]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_break_json, "eval/test/atft/metrics.json: not readable as JSON"),
+        (_drop_rank_ic, "daily.parquet: lacks the column(s) rank_ic"),
+        (_break_log_line, "fold_1/metrics.jsonl:2: not a JSON object"),
+    ],
+)
+def test_damaged_files_are_one_line_errors(tmp_path, damage, message):
+    run = write_run(tmp_path, full=False)
+    damage(run)
+    with pytest.raises(GogookuError) as err:
+        render_report(run)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_log_line_still_being_written_is_left_out(tmp_path):
+    run = write_run(tmp_path, full=False)
+    write_logs(run)
+    with (run / "fold_0" / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "fold": 0, "step": 110, "lo')  # no newline yet: a run in progress
+    _, page = parse(render_report(run))
+    assert page.sections["learning_curves"]["imgs"] and page.sections["grad_norms"]["imgs"]

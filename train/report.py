@@ -397,6 +397,16 @@ def _figure(nrows: int, ncols: int, width: float, height: float) -> tuple[Any, n
     return fig, np.atleast_2d(np.asarray(fig.subplots(nrows, ncols, squeeze=False)))
 
 
+def _panels(n: int, height: float) -> tuple[Any, list[Any]]:
+    """n small panels, three to a row (the rest of the last row hidden)."""
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = _figure(nrows, ncols, 10, height * nrows)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def _img(fig: Any, alt: str) -> str:
     """The figure as an <img> with a base64 PNG data URI (no metadata text in the file)."""
     buf = io.BytesIO()
@@ -408,7 +418,7 @@ def _img(fig: Any, alt: str) -> str:
 def _date_axis(ax: Any) -> None:
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
@@ -521,7 +531,7 @@ def _daily_rank_ic_section(head: Headline, dailies: dict[str, pl.DataFrame]) -> 
     fig, ax = _figure(1, 1, 10, 2.8)
     ax = ax[0, 0]
     dates, ic = _series(dailies["atft"], h0, "rank_ic")
-    ax.bar(dates, ic, width=1.0, color=COLORS["atft"], alpha=0.35, label="daily RankIC")
+    ax.vlines(dates, 0, ic, color=COLORS["atft"], alpha=0.35, linewidth=1.0, label="daily RankIC")
     rolling = pl.Series(ic).rolling_mean(20, min_samples=10).to_numpy()
     ax.plot(dates, rolling, color=COLORS["atft"], linewidth=1.4, label="20-day mean")
     ax.axhline(0, color="#333", linewidth=0.6)
@@ -531,8 +541,8 @@ def _daily_rank_ic_section(head: Headline, dailies: dict[str, pl.DataFrame]) -> 
     _date_axis(ax)
     daily_img = _img(fig, f"daily RankIC at h={h0}d")
 
-    fig, axes = _figure(1, len(hs), max(10, 2.4 * len(hs)), 2.8)
-    for ax, h in zip(axes[0], hs, strict=True):
+    fig, axes = _panels(len(hs), 2.6)
+    for ax, h in zip(axes, hs, strict=True):
         for model, df in dailies.items():
             dates, ic = _series(df, h, "rank_ic")
             ax.plot(
@@ -540,7 +550,7 @@ def _daily_rank_ic_section(head: Headline, dailies: dict[str, pl.DataFrame]) -> 
             )
         ax.set_title(f"cumulative RankIC, h = {h}d")
         _date_axis(ax)
-    axes[0, 0].legend(loc="upper left")
+    axes[0].legend(loc="upper left")
     return daily_img + _img(fig, "cumulative RankIC per horizon")
 
 
@@ -615,9 +625,9 @@ def _deciles(ev: Eval, h: int) -> list[float]:
 
 def _deciles_section(head: Headline, evals: dict[str, Eval]) -> str:
     hs = head.horizons
-    fig, axes = _figure(1, len(hs), max(10, 2.4 * len(hs)), 2.8)
+    fig, axes = _panels(len(hs), 2.6)
     width = 0.8 / len(evals)
-    for ax, h in zip(axes[0], hs, strict=True):
+    for ax, h in zip(axes, hs, strict=True):
         for i, (model, ev) in enumerate(evals.items()):
             d = _deciles(ev, h)
             x = np.arange(1, len(d) + 1) - 0.4 + width * (i + 0.5)
@@ -627,26 +637,28 @@ def _deciles_section(head: Headline, evals: dict[str, Eval]) -> str:
         ax.set_xlabel(f"bin of the prediction ({len(d)} = highest)")
         ax.set_xticks(range(1, len(d) + 1))
         _percent_axis(ax, decimals=2)
-    axes[0, 0].legend(loc="upper left")
+    axes[0].legend(loc="upper left")
     return _img(fig, "mean forward return by prediction decile")
 
 
 def _read_logs(run: Path) -> dict[int, list[dict[str, Any]]]:
-    """fold_<k>/metrics.jsonl of each fold, by fold number."""
+    """fold_<k>/metrics.jsonl of each fold, by fold number: the records with a step. A last line without its
+    newline is still being written (a run in progress) and is left for the next report."""
     logs = {}
     for folder in run.glob("fold_*"):
         tail = folder.name.removeprefix("fold_")
         path = folder / "metrics.jsonl"
         if not (tail.isdigit() and path.is_file()):
             continue
+        lines = path.read_text().split("\n")[:-1]  # complete lines only
         records = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(lines, 1):
             if line.strip():
                 try:
                     records.append(json.loads(line))
                 except ValueError:
                     raise GogookuError(f"{path}:{i}: not a JSON object") from None
-        logs[int(tail)] = records
+        logs[int(tail)] = [r for r in records if isinstance(r, dict) and _finite(r.get("step"))]
     return dict(sorted(logs.items()))
 
 
@@ -691,15 +703,12 @@ def _grad_norms_section(logs: dict[int, list[dict[str, Any]]]) -> str:
     modules = [m for m in MODULES if m in found] + sorted(found - set(MODULES))
     if not modules:
         return _note("the training logs hold no per-module gradient norms (grad_norm/<module>)")
-    ncols = 3
-    nrows = -(-len(modules) // ncols)
-    fig, axes = _figure(nrows, ncols, 10, 2.4 * nrows)
-    for ax in axes.flat[len(modules) :]:
-        ax.set_visible(False)
     from matplotlib.ticker import NullFormatter
 
+    fig, axes = _panels(len(modules), 2.4)
+
     stuck: dict[str, list[int]] = {}  # module -> folds where every logged norm is exactly 0
-    for ax, module in zip(axes.flat, modules, strict=False):
+    for ax, module in zip(axes, modules, strict=True):
         key = f"grad_norm/{module}"
         for k, records in logs.items():
             pts = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
@@ -715,7 +724,7 @@ def _grad_norms_section(logs: dict[int, list[dict[str, Any]]]) -> str:
             ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(module + (" (exactly 0 in a fold)" if module in stuck else ""))
         ax.set_xlabel("step")
-    axes.flat[0].legend(loc="best")
+    axes[0].legend(loc="best")
     notes = [
         _note(
             f"gradient of '{m}' exactly 0 at every logged step in fold(s) {', '.join(map(str, ks))}: "
