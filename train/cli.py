@@ -236,6 +236,38 @@ def synth(
     console.print(f"synthetic market: {s.stocks} codes, {s.start}..{s.end}, seed {s.seed} -> {target}")
 
 
+@app.command()
+@user_errors
+def report(
+    run: Annotated[str, typer.Option("--run", help="Run folder, e.g. runs/demo (gogooku train writes it).")],
+    out: Annotated[str | None, typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML report of a run (plots embedded, opens offline; docs/report.md)."""
+    from rich import box
+
+    from train.report import HEADLINE_COLUMNS, headline, headline_cells, render_report
+
+    with console.status("report: reading the run") as status:
+        path = render_report(run, out, progress=lambda what: status.update(f"report: {what}"))
+    head = headline(run)
+    table = Table(
+        title=f"headline ({head.split} split)",
+        caption=head.caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for i, column in enumerate(HEADLINE_COLUMNS):
+        table.add_column(column, justify="left" if i < 2 else "right", no_wrap=True)
+    for i, row in enumerate(head.rows):
+        last_of_horizon = i + 1 == len(head.rows) or head.rows[i + 1].horizon != row.horizon
+        table.add_row(*headline_cells(row), end_section=last_of_horizon)
+    stdout = Console()
+    stdout.print(table)
+    stdout.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 
