@@ -45,29 +45,67 @@ class Scores(NamedTuple):
     aggregate: dict[str, Any]
 
 
-# --- ranks and correlations, along the last axis (one row = one date and horizon) ---
+# --- sorted rows: every rank comes from two sorts (predictions, returns), one row per date and horizon ---
 
 
-def _ranks(x_RN: jax.Array, valid_RN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Ascending 0-based ranks among the valid entries of each row.
+class _Sorted(NamedTuple):
+    """Rows sorted ascending, entries outside the sorted set first (as -inf). The ranks of any subset of a row
+    follow from cumulative counts in this order (`_tie_ranks`), so one sort serves every metric."""
 
-    Returns (average rank, ties sharing the mean of their positions, as Spearman needs; the lowest position
-    of the tie, as pandas.qcut bins; the row's valid values sorted, invalid ones last as +inf).
-    """
-    shape, n = x_RN.shape, x_RN.shape[-1]
-    key_RN = jnp.where(valid_RN, x_RN, jnp.inf).reshape(-1, n)
-    iota_RN = lax.broadcasted_iota(jnp.int32, key_RN.shape, 1)
-    sorted_RN, perm_RN = lax.sort((key_RN, iota_RN), dimension=1, num_keys=1)
-    starts_RN = jnp.concatenate(
-        [jnp.ones_like(sorted_RN[:, :1], bool), sorted_RN[:, 1:] != sorted_RN[:, :-1]], axis=1
+    x_RN: jax.Array  # sorted values
+    perm_RN: jax.Array  # sorted position -> stock index
+
+
+def _sort_rows(x_RN: jax.Array, in_RN: jax.Array, tie_RN: jax.Array | None = None) -> _Sorted:
+    """Sort each row by value (ties by `tie`, ascending) with the entries outside `in_RN` first."""
+    key_RN = jnp.where(in_RN, x_RN, -jnp.inf)
+    iota_RN = lax.broadcasted_iota(jnp.int32, key_RN.shape, key_RN.ndim - 1)
+    operands = (
+        (key_RN, iota_RN) if tie_RN is None else (key_RN, jnp.broadcast_to(tie_RN, key_RN.shape), iota_RN)
     )
-    ends_RN = jnp.concatenate([starts_RN[:, 1:], jnp.ones_like(starts_RN[:, :1])], axis=1)
-    first_RN = lax.cummax(jnp.where(starts_RN, iota_RN, 0), axis=1)
-    last_RN = lax.cummin(jnp.where(ends_RN, iota_RN, n - 1), axis=1, reverse=True)
-    rows_R1 = jnp.arange(key_RN.shape[0])[:, None]
-    average_RN = jnp.zeros(key_RN.shape, x_RN.dtype).at[rows_R1, perm_RN].set((first_RN + last_RN) / 2)
-    lowest_RN = jnp.zeros(key_RN.shape, jnp.int32).at[rows_R1, perm_RN].set(first_RN)
-    return average_RN.reshape(shape), lowest_RN.reshape(shape), sorted_RN.reshape(shape)
+    out = lax.sort(operands, dimension=key_RN.ndim - 1, num_keys=len(operands) - 1)
+    return _Sorted(out[0], out[-1])
+
+
+def _gather(s: _Sorted, a_RN: jax.Array) -> jax.Array:
+    """Stock order -> sorted order."""
+    return jnp.take_along_axis(jnp.broadcast_to(a_RN, s.perm_RN.shape), s.perm_RN, -1)
+
+
+def _scatter(s: _Sorted, a_RN: jax.Array) -> jax.Array:
+    """Sorted order -> stock order."""
+    return jnp.put_along_axis(jnp.zeros_like(a_RN), s.perm_RN, a_RN, -1, inplace=False)
+
+
+def _tie_ranks(s: _Sorted, member_RN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """0-based ascending ranks among the members (in sorted order) of each sorted entry's tie group.
+
+    Returns (lowest, highest) `[R, N]` in sorted order - the members strictly below the entry's value, and
+    those at or below it, minus one - and the member count `[R]`. Spearman's average rank is their mean;
+    pandas.qcut bins by the lowest.
+    """
+    n = s.x_RN.shape[-1]
+    count_RN = jnp.cumsum(member_RN, -1, dtype=jnp.int32)
+    starts_RN = jnp.concatenate([jnp.ones_like(member_RN[..., :1]), s.x_RN[..., 1:] != s.x_RN[..., :-1]], -1)
+    ends_RN = jnp.concatenate([starts_RN[..., 1:], jnp.ones_like(member_RN[..., :1])], -1)
+    axis = member_RN.ndim - 1
+    lowest_RN = lax.cummax(jnp.where(starts_RN, count_RN - member_RN, 0), axis=axis)
+    highest_RN = lax.cummin(jnp.where(ends_RN, count_RN, n), axis=axis, reverse=True) - 1
+    return lowest_RN, highest_RN, count_RN[..., -1]
+
+
+def _average_ranks(s: _Sorted, member_RN: jax.Array) -> jax.Array:
+    """Average ranks (ties share the mean of their positions, as SciPy's) in stock order."""
+    lowest_RN, highest_RN, _ = _tie_ranks(s, _gather(s, member_RN))
+    return _scatter(s, (lowest_RN + highest_RN) / 2)
+
+
+def _median(s: _Sorted, member_RN: jax.Array) -> jax.Array:
+    """Median `[R]` of the members (given in sorted order); 0 where there are none."""
+    rank_RN = jnp.cumsum(member_RN, -1, dtype=jnp.int32) - 1
+    n_R1 = rank_RN[..., -1:] + 1
+    at = lambda k_R1: jnp.where(member_RN & (rank_RN == k_R1), s.x_RN, 0.0).sum(-1)
+    return (at((n_R1 - 1) // 2) + at(n_R1 // 2)) / 2
 
 
 def _count(valid_RN: jax.Array) -> jax.Array:
@@ -92,18 +130,15 @@ def _pearson(a_RN: jax.Array, b_RN: jax.Array, valid_RN: jax.Array) -> jax.Array
     return jnp.where(defined_R, (da_RN * db_RN).sum(-1) / jnp.sqrt(var_R), jnp.nan)
 
 
-def _spearman(a_RN: jax.Array, b_RN: jax.Array, valid_RN: jax.Array) -> jax.Array:
-    average_2RN = _ranks(jnp.stack([a_RN, b_RN]), jnp.stack([valid_RN, valid_RN]))[0]  # one sort for both
-    return _pearson(average_2RN[0], average_2RN[1], valid_RN)
-
-
 @jax.jit
 def rank_ic(pred_DN: jax.Array, ret_DN: jax.Array, mask_DN: jax.Array) -> jax.Array:
     """RankIC per date `[D]`: Spearman correlation (average ranks for ties) over the masked stocks with a
     finite prediction and return; NaN where fewer than 2 are valid or one side is constant."""
     pred_DN, ret_DN = jnp.asarray(pred_DN, float), jnp.asarray(ret_DN, float)
     valid_DN = jnp.asarray(mask_DN, bool) & jnp.isfinite(pred_DN) & jnp.isfinite(ret_DN)
-    return _spearman(pred_DN, ret_DN, valid_DN)
+    rank_pred_DN = _average_ranks(_sort_rows(pred_DN, valid_DN), valid_DN)
+    rank_ret_DN = _average_ranks(_sort_rows(ret_DN, valid_DN), valid_DN)
+    return _pearson(rank_pred_DN, rank_ret_DN, valid_DN)
 
 
 def _qcut_bins(lowest_RN: jax.Array, n_R: jax.Array, q: int) -> jax.Array:
@@ -119,26 +154,20 @@ def _qcut_bins(lowest_RN: jax.Array, n_R: jax.Array, q: int) -> jax.Array:
 # --- signal metrics ---
 
 
-def _signal(pred_RN, ret_RN, valid_RN, config: MetricsConfig) -> dict[str, jax.Array]:
+def _signal(by_pred: _Sorted, by_ret: _Sorted, pred_RN, ret_RN, valid_RN, config: MetricsConfig):
     """IC, RankIC, hit rate, decile mean returns `[R, Q]` and spread per row; NaN below `min_stocks`."""
-    average_2RN, lowest_2RN, sorted_2RN = _ranks(
-        jnp.stack([pred_RN, ret_RN]), jnp.stack([valid_RN, valid_RN])
-    )
-    (rank_pred_RN, rank_ret_RN), (sorted_pred_RN, sorted_ret_RN) = average_2RN, sorted_2RN
-    lowest_RN = lowest_2RN[0]
-    n_R = _count(valid_RN)
+    member_pred_RN, member_ret_RN = _gather(by_pred, valid_RN), _gather(by_ret, valid_RN)
+    lowest_RN, highest_RN, n_R = _tie_ranks(by_pred, member_pred_RN)
+    rank_pred_RN = _scatter(by_pred, (lowest_RN + highest_RN) / 2)
+    lowest_RN = _scatter(by_pred, lowest_RN)
+    rank_ret_RN = _average_ranks(by_ret, valid_RN)
     enough_R = n_R >= config.min_stocks
     nan = jnp.asarray(jnp.nan, pred_RN.dtype)
 
     # hit rate: prediction and return on the same side of their date's medians; stocks at a median skipped
-    lo_R1, hi_R1 = ((n_R - 1) // 2)[..., None], (n_R // 2)[..., None]
-
-    def side(x_RN, sorted_RN):
-        safe_RN = jnp.where(jnp.isfinite(sorted_RN), sorted_RN, 0.0)
-        median_R1 = (jnp.take_along_axis(safe_RN, lo_R1, -1) + jnp.take_along_axis(safe_RN, hi_R1, -1)) / 2
-        return jnp.sign(jnp.where(valid_RN, x_RN, 0.0) - median_R1)
-
-    product_RN = side(pred_RN, sorted_pred_RN) * side(ret_RN, sorted_ret_RN) * valid_RN
+    side_pred_RN = jnp.sign(pred_RN - _median(by_pred, member_pred_RN)[..., None])
+    side_ret_RN = jnp.sign(ret_RN - _median(by_ret, member_ret_RN)[..., None])
+    product_RN = jnp.where(valid_RN, side_pred_RN * side_ret_RN, 0.0)
     decided_R = (product_RN != 0).sum(-1)
     hit_R = jnp.where(decided_R > 0, (product_RN > 0).sum(-1) / jnp.maximum(decided_R, 1), nan)
 
@@ -168,13 +197,6 @@ def _signal(pred_RN, ret_RN, valid_RN, config: MetricsConfig) -> dict[str, jax.A
 # --- portfolios ---
 
 
-def _order_desc(pred_RN: jax.Array, valid_RN: jax.Array, code_order_N: jax.Array, *extra: jax.Array):
-    """Sort each row best prediction first, ties by code, invalid entries last; returns the sorted extras."""
-    key_RN = jnp.where(valid_RN, -pred_RN, jnp.inf)
-    codes_RN = jnp.broadcast_to(code_order_N, key_RN.shape)
-    return lax.sort((key_RN, codes_RN, *extra), dimension=pred_RN.ndim - 1, num_keys=2)[2:]
-
-
 def _hold_until_signal(weights_DHN: jax.Array, enough_DH: jax.Array) -> jax.Array:
     """On a date without enough signals the portfolio keeps the last traded weights (cash before any)."""
     d_D1 = jnp.arange(weights_DHN.shape[0])[:, None]
@@ -183,24 +205,24 @@ def _hold_until_signal(weights_DHN: jax.Array, enough_DH: jax.Array) -> jax.Arra
     return jnp.where((last_DH >= 0)[..., None], held_DHN, 0.0)
 
 
-def _long_short_weights(pred_DHN, valid_DHN, config: MetricsConfig) -> jax.Array:
+def _long_short_weights(by_pred: _Sorted, signal_DHN: jax.Array, config: MetricsConfig) -> jax.Array:
     """+1 spread equally over the top quantile, -1 over the bottom one (pandas.qcut bins of the signal).
 
     No trade on a date whose top quantile is empty: all predictions equal, or ties at the top so heavy that
     qcut's upper edges coincide.
     """
-    _, lowest_DHN, _ = _ranks(pred_DHN, valid_DHN)
+    member_DHN = _gather(by_pred, signal_DHN)
+    lowest_DHN, _, n_DH = _tie_ranks(by_pred, member_DHN)
     q = config.long_short_quantiles
-    n_DH = _count(valid_DHN)
     bins_DHN = _qcut_bins(lowest_DHN, n_DH, q)
-    top_DHN = valid_DHN & (bins_DHN == q - 1)
-    bottom_DHN = valid_DHN & (bins_DHN == 0)
-    per_name = lambda sel: sel / jnp.maximum(sel.sum(-1, keepdims=True), 1).astype(pred_DHN.dtype)
-    target_DHN = per_name(top_DHN) - per_name(bottom_DHN)
+    top_DHN = member_DHN & (bins_DHN == q - 1)
+    bottom_DHN = member_DHN & (bins_DHN == 0)
+    per_name = lambda sel: sel / jnp.maximum(sel.sum(-1, keepdims=True), 1).astype(by_pred.x_RN.dtype)
+    target_DHN = _scatter(by_pred, per_name(top_DHN) - per_name(bottom_DHN))
     return _hold_until_signal(target_DHN, (n_DH >= config.min_stocks) & top_DHN.any(-1))
 
 
-def _topk_dropout_holdings(pred_DHN, valid_DHN, code_order_N, config: MetricsConfig) -> jax.Array:
+def _topk_dropout_holdings(by_pred: _Sorted, signal_DHN: jax.Array, config: MetricsConfig) -> jax.Array:
     """Qlib's TopkDropout (method_sell="bottom", method_buy="top"), one date after another.
 
     Each day, with `held` names held: the candidates are the best n_drop + top_k - held names not held; the
@@ -208,13 +230,12 @@ def _topk_dropout_holdings(pred_DHN, valid_DHN, code_order_N, config: MetricsCon
     ranks last), and the best candidates replace them, filling up to top_k. Ties in the prediction are broken
     by code. No trade on a date with too few signals or all predictions equal.
     """
-    d, h, n = pred_DHN.shape
-    iota_DHN = lax.broadcasted_iota(jnp.int32, pred_DHN.shape, 2)
-    perm_DHN, valid_sorted_DHN = _order_desc(pred_DHN, valid_DHN, code_order_N, iota_DHN, valid_DHN)
-    varies_DH = jnp.where(valid_DHN, pred_DHN, -jnp.inf).max(-1) > jnp.where(
-        valid_DHN, pred_DHN, jnp.inf
-    ).min(-1)
-    enough_DH = (_count(valid_DHN) >= config.min_stocks) & varies_DH
+    d, h, n = signal_DHN.shape
+    perm_DHN = by_pred.perm_RN[..., ::-1]  # best first, ties by ascending code, no signal last
+    valid_sorted_DHN = _gather(by_pred, signal_DHN)[..., ::-1]
+    x_DHN = jnp.where(valid_sorted_DHN, by_pred.x_RN[..., ::-1], 0.0)
+    varies_DH = x_DHN[..., 0] > jnp.where(valid_sorted_DHN, x_DHN, jnp.inf).min(-1)
+    enough_DH = (_count(signal_DHN) >= config.min_stocks) & varies_DH
     k, n_drop = config.top_k, config.n_drop
     rows_H1 = jnp.arange(h)[:, None]
 
@@ -306,28 +327,28 @@ def _ratio_stats(x_DH: jax.Array, name: str) -> dict[str, jax.Array]:
 # --- the JPX competition score ---
 
 
-def _jpx_spread(pred_DHN, valid_DHN, target_DN, code_order_N, config: MetricsConfig) -> jax.Array:
+def _jpx_spread(by_pred: _Sorted, valid_DHN, target_DN, config: MetricsConfig) -> jax.Array:
     """Daily spread return `[D, H]` of the JPX Tokyo Stock Exchange Prediction competition.
 
     Rank the valid stocks best prediction first (ties by code); the top b = min(jpx_size, n // 2) and the
     bottom b get weights linspace(jpx_top_weight, 1, b) from the extreme inwards; spread = (sum of weighted
     targets of the top - of the bottom) / mean weight.
     """
-    target_DHN = jnp.broadcast_to(jnp.where(jnp.isfinite(target_DN), target_DN, 0.0)[:, None], pred_DHN.shape)
-    (sorted_DHN,) = _order_desc(pred_DHN, valid_DHN, code_order_N, jnp.where(valid_DHN, target_DHN, 0.0))
-    n_DH1 = _count(valid_DHN)[..., None]
+    member_DHN = _gather(by_pred, valid_DHN)[..., ::-1]  # best first, ties by ascending code
+    target_DHN = _gather(by_pred, jnp.where(jnp.isfinite(target_DN), target_DN, 0.0)[:, None])[..., ::-1]
+    rank_DHN = jnp.cumsum(member_DHN, -1, dtype=jnp.int32) - 1  # Rank among the valid, 0 = best
+    n_DH1 = rank_DHN[..., -1:] + 1
     b_DH1 = jnp.minimum(config.jpx_size, n_DH1 // 2)
-    j_N = jnp.arange(pred_DHN.shape[-1])
     top_w = config.jpx_top_weight
 
     def weight(k_DHN):  # linspace(top_w, 1, b)[k]
         return top_w - (top_w - 1.0) * k_DHN / jnp.maximum(b_DH1 - 1, 1)
 
-    long_DHN = jnp.where(j_N < b_DH1, weight(j_N), 0.0)
-    from_bottom_DHN = n_DH1 - 1 - j_N
-    short_DHN = jnp.where((from_bottom_DHN >= 0) & (from_bottom_DHN < b_DH1), weight(from_bottom_DHN), 0.0)
+    from_bottom_DHN = n_DH1 - 1 - rank_DHN
+    long_DHN = jnp.where(member_DHN & (rank_DHN < b_DH1), weight(rank_DHN), 0.0)
+    short_DHN = jnp.where(member_DHN & (from_bottom_DHN < b_DH1), weight(from_bottom_DHN), 0.0)
     mean_w_DH = jnp.where(b_DH1[..., 0] > 1, (top_w + 1.0) / 2.0, top_w)
-    spread_DH = (sorted_DHN * (long_DHN - short_DHN)).sum(-1) / mean_w_DH
+    spread_DH = (target_DHN * (long_DHN - short_DHN)).sum(-1) / mean_w_DH
     return jnp.where(n_DH1[..., 0] >= config.min_stocks, spread_DH, jnp.nan)
 
 
@@ -379,25 +400,35 @@ def score(
     code_order_N = (
         jnp.arange(n, dtype=jnp.int32) if code_order_N is None else jnp.asarray(code_order_N, jnp.int32)
     )
-    signal_DHN = to_rows(mask_DNH).astype(bool) & jnp.isfinite(pred_DHN)
-    valid_DHN = signal_DHN & jnp.isfinite(ret_DHN)
-    signal = _signal(pred_DHN, ret_DHN, valid_DHN, config)
-    first_DHN = jnp.broadcast_to(pred_DHN[:, :1], pred_DHN.shape)
-    decay_valid_DHN = signal_DHN[:, :1] & to_rows(mask_DNH).astype(bool) & jnp.isfinite(ret_DHN)
-    decay_DH = _spearman(first_DHN, ret_DHN, decay_valid_DHN)
+    mask_DHN = to_rows(mask_DNH).astype(bool)
+    signal_DHN = mask_DHN & jnp.isfinite(pred_DHN)
+    has_ret_DHN = mask_DHN & jnp.isfinite(ret_DHN)
+    valid_DHN = signal_DHN & has_ret_DHN
+    # The two sorts. Predictions ascending with ties by descending code, so that reversed the order is the
+    # portfolios' and the JPX ranking's: best first, ties by ascending code, stocks without a signal last.
+    by_pred = _sort_rows(pred_DHN, signal_DHN, -code_order_N)
+    by_ret = _sort_rows(ret_DHN, has_ret_DHN)
+
+    signal = _signal(by_pred, by_ret, pred_DHN, ret_DHN, valid_DHN, config)
+    # IC decay: the first horizon's prediction against every horizon's return (its sort is row 0 of by_pred)
+    by_first = _Sorted(*(jnp.broadcast_to(a[:, :1], a.shape) for a in by_pred))
+    decay_valid_DHN = signal_DHN[:, :1] & has_ret_DHN
+    decay_DH = _pearson(
+        _average_ranks(by_first, decay_valid_DHN), _average_ranks(by_ret, decay_valid_DHN), decay_valid_DHN
+    )
     signal["rank_ic_decay"] = jnp.where(_count(decay_valid_DHN) >= config.min_stocks, decay_DH, jnp.nan)
 
     traded_DN = daily_ret_TN[config.lag : config.lag + d]  # the session each date's signal is held over
     topix_D = topix_ret_T[config.lag : config.lag + d]
-    long_short = _returns(_long_short_weights(pred_DHN, signal_DHN, config), traded_DN, config)
-    held_DHN = _topk_dropout_holdings(pred_DHN, signal_DHN, code_order_N, config)
+    long_short = _returns(_long_short_weights(by_pred, signal_DHN, config), traded_DN, config)
+    held_DHN = _topk_dropout_holdings(by_pred, signal_DHN, config)
     weights_DHN = held_DHN / jnp.maximum(held_DHN.sum(-1, keepdims=True), 1).astype(pred_DHN.dtype)
     top_k = _returns(weights_DHN, traded_DN, config)
     top_k["excess"] = top_k["net"] - topix_D[:, None]
     top_k["held"] = held_DHN
     jpx_target_DN = daily_ret_TN[1 : d + 1]  # close t+1 -> close t+2, whatever the lag
     jpx_valid_DHN = signal_DHN & jnp.isfinite(jpx_target_DN)[:, None]
-    jpx = {"spread": _jpx_spread(pred_DHN, jpx_valid_DHN, jpx_target_DN, code_order_N, config)}
+    jpx = {"spread": _jpx_spread(by_pred, jpx_valid_DHN, jpx_target_DN, config)}
 
     aggregate = {"signal": _signal_aggregates(signal)}
     books = (("long_short", long_short), ("top_k", top_k))
