@@ -5,10 +5,11 @@
     .venv/bin/python bench/metrics.py --dates 60 --stocks 500 --repeats 3
 
 Random predictions with a weak planted signal, 5 % of the stocks masked each date, default `eval:` config
-(both portfolios: long-short quintiles and top-50 with 5 dropped per day, lag 1, 10 bp). The timed call is
-the jitted `score` on device-resident inputs, synchronised on its outputs; `from_host_s` times one call on
-NumPy inputs (the transfer included) and `summarise_s` the host-side summary. Prints one JSON line; the
-target is <= 20 s on a 2-core CPU and <= 2 s on a GPU (docs/benchmarks.md).
+(both portfolios: long-short quintiles and top-50 with 5 dropped per day, lag 1, 10 bp). The first call
+compiles; the timed calls are the compiled `score` on device-resident inputs, synchronised on its outputs;
+`from_host_s` times one call on NumPy inputs (the transfer included) and `summarise_s` the host-side
+summary. Prints one JSON line; the target is <= 20 s on a 2-core CPU and <= 2 s on a GPU
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -56,17 +57,17 @@ def run(args: argparse.Namespace) -> dict:
     host = market(args.dates, args.stocks)
     config = MetricsConfig()
     with jax.default_device(device):
-        inputs = jax.device_put(host, device)
+        inputs = jax.device_put(host)  # uncommitted, as NumPy inputs are: one compilation serves both
         t0 = time.perf_counter()
-        compiled = score.lower(**inputs, config=config).compile()
-        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(score(**inputs, config=config))  # compiles
+        first_call_s = time.perf_counter() - t0
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            out = jax.block_until_ready(compiled(**inputs))
+            out = jax.block_until_ready(score(**inputs, config=config))
             times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        jax.block_until_ready(compiled(**host))
+        jax.block_until_ready(score(**host, config=config))
         from_host_s = time.perf_counter() - t
         t = time.perf_counter()
         summary = summarise(out, HORIZONS, config)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
         "D": args.dates,
         "N": args.stocks,
         "H": len(HORIZONS),
-        "compile_s": round(compile_s, 2),
+        "first_call_s": round(first_call_s, 2),  # compilation + one run
         "score_s_best": round(min(times), 3),
         "score_s_median": round(statistics.median(times), 3),
         "repeats": args.repeats,

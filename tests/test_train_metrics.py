@@ -14,14 +14,11 @@ import dataclasses
 import json
 import warnings
 
-import empyrical
 import hypothesis.strategies as st
 import jax
 import numpy as np
 import pandas as pd
 import pytest
-from alphalens import performance as al_perf
-from alphalens import utils as al_utils
 from hypothesis import given, settings
 from scipy import stats
 
@@ -185,6 +182,8 @@ def alphalens_frame(m: dict, h: int, quantiles: int) -> pd.DataFrame:
     its factor_quantile (pandas.qcut(..., labels=False) + 1 per date) = our bin + 1."""
     dates = pd.bdate_range("2024-01-04", periods=D, name="date")
     idx = pd.MultiIndex.from_product([dates, [f"S{n:02d}" for n in range(N)]], names=["date", "asset"])
+    from alphalens import utils as al_utils  # heavy imports (statsmodels, seaborn): only where used
+
     keep = m["mask"][..., h].ravel()
     factor = pd.Series(m["pred"][..., h].ravel(), index=idx)[keep]
     fwd = pd.DataFrame({"1D": m["ret"][..., h].ravel()}, index=idx)
@@ -195,6 +194,8 @@ def alphalens_frame(m: dict, h: int, quantiles: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("h", [0, 1])
 def test_deciles_spread_and_factor_ic_equal_alphalens(market, scored, h, capsys):
+    from alphalens import performance as al_perf
+
     fd = alphalens_frame(market, h, CFG.quantiles)
     capsys.readouterr()  # alphalens prints how much it dropped
     mean_ret, _ = al_perf.mean_return_by_quantile(fd, by_date=True, demeaned=False)
@@ -369,6 +370,8 @@ def ref_topk_dropout(m: dict, h: int, cfg: MetricsConfig) -> tuple[pd.DataFrame,
 
 
 def check_against_empyrical(agg: dict, h: int, net: np.ndarray):
+    import empyrical
+
     r = pd.Series(net[np.isfinite(net)])
     a = SESSIONS_PER_YEAR
     want = {

@@ -13,18 +13,18 @@ Returns it needs, all simple (not log) returns on adjusted closes:
   date t earns row t + lag in the portfolios, and the JPX score uses row t + 1 (close t+1 -> close t+2);
 - `topix_ret_T`: TOPIX's 1-session return on the same rows.
 
-A stock takes part on a date where `mask_DNH` is true and its prediction is finite; the signal metrics and
-the JPX score also need its realised return. Padding stocks (mask false) never enter ranks, deciles,
-portfolios or baskets. A (date, horizon) with fewer than `min_stocks` such stocks is NaN in every per-date
-value (the portfolios do not trade that day), and every aggregate skips NaN days.
+A stock has a signal on a date where `mask_DNH` is true and its prediction is finite; the signal metrics
+and the JPX score also need its realised return. Padding stocks (mask false) never enter ranks, deciles,
+portfolios or baskets. A (date, horizon) with fewer than `min_stocks` such stocks is NaN in the signal
+metrics and the JPX spread and the portfolios do not trade that day; every aggregate skips NaN days.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import jax
@@ -260,7 +260,7 @@ def _topk_dropout_holdings(by_pred: _Sorted, signal_DHN: jax.Array, config: Metr
     return held_DHN
 
 
-def _returns(weights_DHN, ret_DN, config: MetricsConfig) -> dict[str, jax.Array]:
+def _returns(weights_DHN, ret_DN, cost_bp: jax.Array) -> dict[str, jax.Array]:
     """Daily gross and net returns and turnover `[D, H]` of target weights held over `ret_DN`.
 
     A held name without a realised return earns 0 that day (cash); a day where no stock has one (past the
@@ -272,7 +272,7 @@ def _returns(weights_DHN, ret_DN, config: MetricsConfig) -> dict[str, jax.Array]
     previous_DHN = jnp.concatenate([jnp.zeros_like(weights_DHN[:1]), weights_DHN[:-1]], axis=0)
     turnover_DH = jnp.abs(weights_DHN - previous_DHN).sum(-1)
     gross_DH = jnp.where(day_ok_D1, gross_DH, jnp.nan)
-    return {"gross": gross_DH, "net": gross_DH - turnover_DH * config.cost_bp / 1e4, "turnover": turnover_DH}
+    return {"gross": gross_DH, "net": gross_DH - turnover_DH * cost_bp / 1e4, "turnover": turnover_DH}
 
 
 def _performance(r_DH: jax.Array) -> dict[str, jax.Array]:
@@ -355,6 +355,11 @@ def _jpx_spread(by_pred: _Sorted, valid_DHN, target_DN, config: MetricsConfig) -
 # --- the scorer ---
 
 
+def _rows(x: jax.Array) -> jax.Array:
+    """[D, N, H] -> [D, H, N]: one row per date and horizon, stocks along the last axis."""
+    return jnp.moveaxis(jnp.asarray(x), -1, 1)
+
+
 def _check_shapes(pred, ret, mask, daily_ret, topix_ret, code_order, config: MetricsConfig) -> None:
     if pred.ndim != 3 or ret.shape != pred.shape or mask.shape != pred.shape:
         raise GogookuError(
@@ -374,7 +379,6 @@ def _check_shapes(pred, ret, mask, daily_ret, topix_ret, code_order, config: Met
         raise GogookuError(f"scorer: code order {code_order.shape} must be [{n}]")
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def score(
     pred_DNH: jax.Array,
     ret_DNH: jax.Array,
@@ -388,19 +392,34 @@ def score(
     """Score predictions `[D, N, H]` against realised returns (module docstring; docs/metrics.md).
 
     `code_order_N`: each stock's position when codes are sorted ascending, which breaks prediction ties
-    (None: the N axis is already in code order, as the feature store's grid is).
+    (None: the N axis is already in code order, as the feature store's grid is). One compilation per shape
+    and config serves every lag and cost (they are traced, so sweeping them does not recompile).
     """
     _check_shapes(pred_DNH, ret_DNH, mask_DNH, daily_ret_TN, topix_ret_T, code_order_N, config)
+    compiled_for = dataclasses.replace(config, lag=0, cost_bp=0.0)
+    args = (pred_DNH, ret_DNH, mask_DNH, daily_ret_TN, topix_ret_T, code_order_N)
+    return _score(*args, np.int32(config.lag), np.float32(config.cost_bp), config=compiled_for)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _score(
+    pred_DNH,
+    ret_DNH,
+    mask_DNH,
+    daily_ret_TN,
+    topix_ret_T,
+    code_order_N,
+    lag,
+    cost_bp,
+    *,
+    config: MetricsConfig,
+) -> Scores:
     d, n, _ = pred_DNH.shape
-    to_rows = lambda x: jnp.moveaxis(
-        jnp.asarray(x), -1, 1
-    )  # [D, N, H] -> [D, H, N]: one row per date, horizon
-    pred_DHN, ret_DHN = to_rows(pred_DNH).astype(float), to_rows(ret_DNH).astype(float)
+    pred_DHN, ret_DHN = _rows(pred_DNH).astype(float), _rows(ret_DNH).astype(float)
     daily_ret_TN, topix_ret_T = jnp.asarray(daily_ret_TN, float), jnp.asarray(topix_ret_T, float)
-    code_order_N = (
-        jnp.arange(n, dtype=jnp.int32) if code_order_N is None else jnp.asarray(code_order_N, jnp.int32)
-    )
-    mask_DHN = to_rows(mask_DNH).astype(bool)
+    code_order_N = jnp.arange(n) if code_order_N is None else code_order_N
+    code_order_N = jnp.asarray(code_order_N, jnp.int32)
+    mask_DHN = _rows(mask_DNH).astype(bool)
     signal_DHN = mask_DHN & jnp.isfinite(pred_DHN)
     has_ret_DHN = mask_DHN & jnp.isfinite(ret_DHN)
     valid_DHN = signal_DHN & has_ret_DHN
@@ -418,36 +437,41 @@ def score(
     )
     signal["rank_ic_decay"] = jnp.where(_count(decay_valid_DHN) >= config.min_stocks, decay_DH, jnp.nan)
 
-    traded_DN = daily_ret_TN[config.lag : config.lag + d]  # the session each date's signal is held over
-    topix_D = topix_ret_T[config.lag : config.lag + d]
-    long_short = _returns(_long_short_weights(by_pred, signal_DHN, config), traded_DN, config)
+    traded_DN = lax.dynamic_slice_in_dim(daily_ret_TN, lag, d)  # the session each date's signal is held over
+    topix_D = lax.dynamic_slice_in_dim(topix_ret_T, lag, d)
+    long_short = _returns(_long_short_weights(by_pred, signal_DHN, config), traded_DN, cost_bp)
     held_DHN = _topk_dropout_holdings(by_pred, signal_DHN, config)
     weights_DHN = held_DHN / jnp.maximum(held_DHN.sum(-1, keepdims=True), 1).astype(pred_DHN.dtype)
-    top_k = _returns(weights_DHN, traded_DN, config)
+    top_k = _returns(weights_DHN, traded_DN, cost_bp)
     top_k["excess"] = top_k["net"] - topix_D[:, None]
     top_k["held"] = held_DHN
     jpx_target_DN = daily_ret_TN[1 : d + 1]  # close t+1 -> close t+2, whatever the lag
     jpx_valid_DHN = signal_DHN & jnp.isfinite(jpx_target_DN)[:, None]
     jpx = {"spread": _jpx_spread(by_pred, jpx_valid_DHN, jpx_target_DN, config)}
 
-    aggregate = {"signal": _signal_aggregates(signal)}
-    books = (("long_short", long_short), ("top_k", top_k))
-    series_D4H = jnp.stack([book[kind] for _, book in books for kind in ("net", "gross")], axis=1)
+    per_date = {"signal": signal, "long_short": long_short, "top_k": top_k, "jpx": jpx, "topix": topix_D}
+    return Scores(per_date=per_date, aggregate=_aggregates(per_date))
+
+
+def _aggregates(per_date: dict[str, Any]) -> dict[str, Any]:
+    """Per-horizon aggregates `[H]` (decile means `[H, Q]`) over the dates where a value is defined."""
+    out = {"signal": _signal_aggregates(per_date["signal"])}
+    books = ("long_short", "top_k")
+    series_D4H = jnp.stack([per_date[book][kind] for book in books for kind in ("net", "gross")], axis=1)
     perf = _performance(series_D4H)  # one pass over the four series: [4, H] each
-    for i, (name, book) in enumerate(books):
-        aggregate[name] = {key: value[2 * i] for key, value in perf.items()}
-        aggregate[name]["gross_ann_return"] = perf["ann_return"][2 * i + 1]
-        aggregate[name]["turnover"] = _mean_std(book["turnover"])[0]
-    excess_mean_H, excess_std_H, _ = _mean_std(top_k["excess"])
-    aggregate["top_k"]["excess_ann_return"] = excess_mean_H * SESSIONS_PER_YEAR
-    aggregate["top_k"]["information_ratio"] = jnp.where(
+    for i, book in enumerate(books):
+        out[book] = {key: value[2 * i] for key, value in perf.items()}
+        out[book]["gross_ann_return"] = perf["ann_return"][2 * i + 1]
+        out[book]["turnover"] = _mean_std(per_date[book]["turnover"])[0]
+    excess_mean_H, excess_std_H, _ = _mean_std(per_date["top_k"]["excess"])
+    out["top_k"]["excess_ann_return"] = excess_mean_H * SESSIONS_PER_YEAR
+    out["top_k"]["information_ratio"] = jnp.where(
         excess_std_H > 0, excess_mean_H / excess_std_H * math.sqrt(SESSIONS_PER_YEAR), jnp.nan
     )
-    jpx_mean_H, jpx_std_H, _ = _mean_std(jpx["spread"])
-    aggregate["jpx"] = {"score": jnp.where(jpx_std_H > 0, jpx_mean_H / jpx_std_H, jnp.nan)}
-    aggregate["jpx"] |= {"mean": jpx_mean_H, "std": jpx_std_H}
-    per_date = {"signal": signal, "long_short": long_short, "top_k": top_k, "jpx": jpx, "topix": topix_D}
-    return Scores(per_date=per_date, aggregate=aggregate)
+    jpx_mean_H, jpx_std_H, _ = _mean_std(per_date["jpx"]["spread"])
+    jpx_score_H = jnp.where(jpx_std_H > 0, jpx_mean_H / jpx_std_H, jnp.nan)
+    out["jpx"] = {"score": jpx_score_H, "mean": jpx_mean_H, "std": jpx_std_H}
+    return out
 
 
 def _signal_aggregates(signal: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -484,7 +508,7 @@ def summarise(scores: Scores, horizons: Sequence[int], config: MetricsConfig | N
 
     out: dict[str, Any] = {"sessions_per_year": SESSIONS_PER_YEAR}
     if config is not None:
-        out["config"] = asdict(config)
+        out["config"] = dataclasses.asdict(config)
     out["horizons"] = {
         f"{h}d": {
             section: {key: plain(np.asarray(value)[i]) for key, value in agg[section].items()}
