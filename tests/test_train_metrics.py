@@ -527,6 +527,8 @@ def test_bad_shapes_are_one_clear_error(market):
     m = market
     with pytest.raises(GogookuError, match=r"T >= 41"):
         score(m["pred"], m["ret"], m["mask"], m["daily"][:-1], m["topix"][:-1], config=CFG)
+    with pytest.raises(ConfigError, match="n_drop"):
+        score(m["pred"], m["ret"], m["mask"], m["daily"], m["topix"], config=MetricsConfig(top_k=3, n_drop=4))
     with pytest.raises(GogookuError, match="dates, stocks, horizons"):
         score(m["pred"][..., 0], m["ret"][..., 0], m["mask"][..., 0], m["daily"], m["topix"], config=CFG)
 

@@ -395,6 +395,7 @@ def score(
     (None: the N axis is already in code order, as the feature store's grid is). One compilation per shape
     and config serves every lag and cost (they are traced, so sweeping them does not recompile).
     """
+    config.validate()
     _check_shapes(pred_DNH, ret_DNH, mask_DNH, daily_ret_TN, topix_ret_T, code_order_N, config)
     compiled_for = dataclasses.replace(config, lag=0, cost_bp=0.0)
     args = (pred_DNH, ret_DNH, mask_DNH, daily_ret_TN, topix_ret_T, code_order_N)
