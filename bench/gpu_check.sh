@@ -77,4 +77,5 @@ if want etl; then
   kill $SMI_PID 2>/dev/null
 fi
 want model && bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
+want metrics && bench metrics 90 bench/metrics.py --device gpu  # one year, full market: the scorer (target 2 s)
 log "done"
