@@ -479,6 +479,7 @@ class RichProgress(Progress):
             TextColumn("{task.fields[rows]:>10,} rows {task.fields[requests]:>6,} requests"),
             TimeElapsedColumn(),
             console=console,
+            disable=not console.is_terminal,  # off a terminal: `Heartbeat` lines instead of bars
         )
         self.tasks: dict[str, Any] = {}
         self.heartbeat = Heartbeat(self.bars)
