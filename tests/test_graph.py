@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import networkx as nx
@@ -467,6 +468,33 @@ def test_peer_statistics_do_not_depend_on_other_non_nodes(dtype):
     nbr = wide.nbr_TNK[:, real]
     np.testing.assert_array_equal(np.where(nbr >= 0, np.searchsorted(real, nbr), -1), narrow.nbr_TNK)
     assert not wide.node_TN[:, np.setdiff1d(np.arange(n + extra), real)].any()
+
+
+@pytest.mark.parametrize("threshold", [CFG.threshold, 0.0])
+def test_batched_dates_with_padding_match_one_date_per_block(panel, monkeypatch, threshold):
+    """The GPU's form on NumPy: several dates per product, each padded with zero columns to the most defined
+    stocks of the batch. Padding never becomes a peer (at threshold 0 too); results equal one date per block
+    within the float64 tolerance of other shapes, and the peer sets and top-k choices exactly."""
+    returns, rows, _ = panel
+    cfg = dataclasses.replace(CFG, threshold=threshold)
+    if threshold > 0:
+        assert decision_margin(returns, rows, cfg) > 1e3 * FLOAT64_RHO_ATOL
+    one = peer_table(returns, rows, cfg, np, dtype="float64")
+    sizes = dataclasses.replace(corr_mod.CPU_SIZES, max_dates=16)
+    monkeypatch.setattr(corr_mod, "CPU_SIZES", sizes)
+    defined_per_date = {
+        int(corr_mod.window_z(returns, rows, t, t + 1, cfg, np)[2].sum()) for t in range(returns.shape[0])
+    }
+    assert len(defined_per_date) > 3  # batches really mix dates of different widths
+    batched = peer_table(returns, rows, cfg, np, dtype="float64")
+    for name in ("node_TN", "peer_count_TN", "nbr_TNK"):
+        np.testing.assert_array_equal(getattr(batched, name), getattr(one, name), err_msg=name)
+    for name in ("peer_corr_mean_TN", "rho_TNK"):
+        np.testing.assert_allclose(getattr(batched, name), getattr(one, name), rtol=0, atol=FLOAT64_RHO_ATOL)
+    if threshold == 0:  # every defined pair is a peer, and nothing else
+        defined = np.array([corr_mod.window_z(returns, rows, t, t + 1, cfg, np)[2][0] for t in range(70)])
+        want = np.where(defined, defined.sum(axis=1, keepdims=True) - 1, 0)
+        np.testing.assert_array_equal(batched.peer_count_TN, want)
 
 
 def test_float32_build_close_to_float64(panel):
