@@ -55,7 +55,7 @@ def test_paths_keep_their_brackets_and_the_summary_is_one_line(tmp_path):
 
     for eid, df in make_raw(n_stocks=3).items():
         write_endpoint(tmp_path / "raw", eid, df)
-    out = tmp_path / ("a_rather_long_folder_name_" * 4) / "runs" / "x[1]" / "feat"
+    out = tmp_path / ("a_rather_long_folder_name_" * 4) / "runs" / "x[ab]" / "feat"
     result = runner.invoke(app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = result.output.strip().splitlines()[-1]
@@ -65,3 +65,13 @@ def test_paths_keep_their_brackets_and_the_summary_is_one_line(tmp_path):
     (out / "mine.txt").write_text("x")
     result = runner.invoke(app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 2 and f"error: {out} exists and is not a feature store" in result.output
+
+
+def test_model_summary_keeps_the_brackets_of_its_path(tmp_path):
+    folder = tmp_path / "runs" / "x[ab]"
+    folder.mkdir(parents=True)
+    path = folder / "tiny.yaml"
+    path.write_text((Path(__file__).resolve().parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    result = runner.invoke(app, ["info", "--model", str(path)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "x[ab]" in " ".join(result.output.split())
