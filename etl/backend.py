@@ -69,14 +69,6 @@ def cudf_polars_problem() -> str | None:
 
 
 @cache
-def cugraph_problem() -> str | None:
-    """None if cuGraph is installed and a CUDA device is usable, else why not."""
-    if not _installed("cugraph"):
-        return "cuGraph is not installed"
-    return cupy_problem()
-
-
-@cache
 def jax_gpu_problem() -> str | None:
     """None if JAX sees a GPU, else why not."""
     import jax
@@ -124,4 +116,4 @@ def _cpu_backend() -> Backend:
 
 def gpu_modules_loaded() -> list[str]:
     """GPU packages present in sys.modules (used by tests to prove the CPU path imports none)."""
-    return sorted(m for m in ("cupy", "cudf", "cudf_polars", "cugraph") if m in sys.modules)
+    return sorted(m for m in ("cupy", "cudf", "cudf_polars") if m in sys.modules)

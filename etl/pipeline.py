@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from etl.features.registry import (
     load_all,
 )
 from etl.ops import to_host
+from etl.panels.calendar import parse_date
 from etl.panels.panel import OUTAGE_DATE, Grid, business_days_from_calendar, grid_sessions, to_days
 
 DAILY_QUOTES = "prices_daily_quotes"
@@ -172,6 +174,57 @@ def make_grid(
     return grid, params
 
 
+def longest_windows() -> tuple[int, list[str]]:
+    """The longest trailing window of any registered column (sessions, from the catalog's "w N" text) and
+    the columns that have it."""
+    load_all()
+    sizes = {n: max(map(int, re.findall(r"\bw (\d+)", s.window)), default=0) for n, s in REGISTRY.items()}
+    longest = max(sizes.values())
+    return longest, [n for n, w in sizes.items() if w == longest]
+
+
+def window_notes(
+    source: RawSource, start: str | None, end: str | None, grid: Grid, params: BuildParams
+) -> list[str]:
+    """What the user should know about the build window: a --start/--end beyond the price data (clipped),
+    and history too short for the graph or the longest windows (no graph at all, NaN columns)."""
+    notes = []
+    dq_dates = source(DAILY_QUOTES)["Date"]
+    first, last = dq_dates.min(), dq_dates.max()
+    if start is not None and parse_date(start) < first:
+        notes.append(f"--start {start} is before the first price date {first}: the dataset starts there")
+    if end is not None and parse_date(end) > last:
+        notes.append(f"--end {end} is after the last price date {last}: the dataset ends there")
+    total = grid.dates.size
+    history = int(np.searchsorted(grid.dates, params.dataset_start))
+    sessions = total - history
+    window = f"{sessions} dataset sessions and {history} before them"
+    min_obs = params.graph.min_obs
+    if total <= min_obs:  # a date's graph needs min_obs returns in its window; returns start at session 2
+        notes.append(
+            f"no daily graphs: {window}, and a graph needs graph.min_obs = {min_obs} returns in its "
+            f"{params.graph.window}-session window (0 edges; the graph columns are null)"
+        )
+    elif start is not None and history < min_obs:
+        notes.append(
+            f"the first {min(min_obs - history, sessions)} dataset sessions have no graph: {window} "
+            f"(graph.min_obs = {min_obs})"
+        )
+    longest, names = longest_windows()
+    shown = f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+    if total < longest:
+        notes.append(
+            f"{window}: fewer than the {longest} sessions that the longest windows need ({shown}); expect "
+            "those columns to be null"
+        )
+    elif start is not None and history < longest - 1:
+        notes.append(
+            f"only {history} sessions before --start: the {longest}-session windows ({shown}) are not full "
+            f"on the first {min(longest - 1 - history, sessions)} dataset sessions"
+        )
+    return notes
+
+
 @dataclasses.dataclass
 class BuildResult:
     columns: list[str]
@@ -204,6 +257,7 @@ def run(
     graph: GraphConfig | None = None,
     edges_dir: str | Path | None = None,
     workers: int = 1,
+    notify: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build the dataset chunk by chunk and hand each chunk's rows (a Polars frame) to `sink`.
 
@@ -211,14 +265,21 @@ def run(
     correlations in a background thread beside the first chunk, its metrics (two threads on NumPy) once that
     chunk's other columns are done; with `edges_dir` its edges for the dataset window are written there
     (`graph_edges.npz`). Chunks after the first run on `workers` threads (NumPy releases the GIL in its
-    array loops), so `sink` must be thread-safe; the results do not depend on `workers`.
+    array loops), so `sink` must be thread-safe; the results do not depend on `workers`. `notify` gets
+    `window_notes` (clipped dates, too little history) before the work starts.
     """
     t0 = time.perf_counter()
+    for flag, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            parse_date(value, flag)
     source = raw if isinstance(raw, RawSource) else RawSource(loader=lambda e: raw.get(e))
     grid, params = make_grid(source, start, end, history)
     if graph is not None:
         graph.validate()
         params = dataclasses.replace(params, graph=graph)
+    for note in window_notes(source, start, end, grid, params):
+        if notify is not None:
+            notify(note)
     params = dataclasses.replace(params, full_width_chunk=max(FULL_WIDTH_CHUNK, chunk_size))
     cols = columns if columns is not None else build_columns()
     root = FeatureContext(xp, grid, source, params)
@@ -386,31 +447,35 @@ def build_store(
     """`gogooku etl`: read the raw store, build every registered column and write the feature store.
 
     The store folder gets the year partitions, `graph_edges.npz` (the window's daily graphs,
-    etl/graph/build.py)
-    and `catalog.json` (with the graph config and Epad under "graph"). `chunk_size`: stocks per chunk, by
-    default 64 on a CPU and 1,024 on a GPU. `workers`: chunk threads; by default 2 where there are two or
-    more cores (each holds a chunk's columns: more would strain the 8 GB budget at full scale). On a GPU
-    the device serialises the kernels, but the second thread overlaps one chunk's host side (copies to
-    host, Polars frames) with the other's launches. Parquet files are written by a background thread.
+    etl/graph/build.py) and `catalog.json` (with the graph config and Epad under "graph"). It is built in a
+    sibling folder and swapped in when complete (`feature_store.prepare`/`commit`): until then an existing
+    store stays as it was, also after an error or Ctrl-C, and files in it that the store did not write are
+    carried into the new one. `--out` must not be, contain or lie inside `--raw`.
+
+    `chunk_size`: stocks per chunk, by default 64 on a CPU and 1,024 on a GPU. `workers`: chunk threads; by
+    default 2 where there are two or more cores (each holds a chunk's columns: more would strain the 8 GB
+    budget at full scale). On a GPU the device serialises the kernels, but the second thread overlaps one
+    chunk's host side (copies to host, Polars frames) with the other's launches. Parquet files are written
+    by a background thread.
     """
     from etl.backend import resolve_backend
     from etl.store import feature_store as store
 
-    if not Path(raw_dir).is_dir():
-        raise GogookuError(
-            f"raw store {raw_dir} does not exist; run `gogooku synth` or `gogooku fetch` first"
-        )
+    _check_paths(Path(raw_dir), Path(out_dir))
+    for flag, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            parse_date(value, flag)
     for name, value in (("--chunk", chunk_size), ("--workers", workers)):
         if value is not None and value < 1:
             raise GogookuError(f"{name} must be at least 1, got {value}")
     backend = resolve_backend(device, notify=notify)  # type: ignore[arg-type]
     source = RawSource(loader=store_loader(raw_dir, backend.polars_engine))
-    out = store.prepare(out_dir)
     if chunk_size is None:
         chunk_size = GPU_CHUNK if backend.device == "gpu" else DEFAULT_CHUNK
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    writer = store.ChunkWriter(out)
+    build = store.prepare(out_dir)
+    writer = store.ChunkWriter(build)
     try:
         result = run(
             source,
@@ -421,26 +486,48 @@ def build_store(
             chunk_size=chunk_size,
             progress=progress,
             graph=graph,
-            edges_dir=out,
+            edges_dir=build,
             workers=workers,
+            notify=notify,
         )
+        writer.close()
+        meta = {
+            "device": backend.device,
+            "raw_dir": str(raw_dir),
+            "rows": result.rows,
+            "stocks": result.stocks,
+            "sessions": result.sessions,
+            "missing_endpoints": result.missing,
+            "graph": result.graph,
+        }
+        result.catalog = store.write_catalog(build, result.columns, meta)
+        store.commit(build, out_dir)
     except BaseException as exc:
         writer.close(raise_error=False)  # the build's own error is the one to report
+        store.discard(build)
+        if isinstance(exc, KeyboardInterrupt):
+            raise GogookuError(f"interrupted: {out_dir} is as it was before this build") from None
         if _is_device_oom(exc):
             raise GogookuError(
                 f"the GPU ran out of memory with {chunk_size}-stock chunks and {workers} chunk thread(s) "
                 f"({exc}); try a smaller --chunk (e.g. {max(chunk_size // 2, 1)}) or --workers 1"
             ) from exc
         raise
-    writer.close()
-    meta = {
-        "device": backend.device,
-        "raw_dir": str(raw_dir),
-        "rows": result.rows,
-        "stocks": result.stocks,
-        "sessions": result.sessions,
-        "missing_endpoints": result.missing,
-        "graph": result.graph,
-    }
-    result.catalog = store.write_catalog(out, result.columns, meta)
     return result
+
+
+def _check_paths(raw: Path, out: Path) -> None:
+    """--raw must be a folder, and --out a path apart from it: a store inside the raw store, or holding it,
+    would have its rebuild move or delete raw data."""
+    if not raw.exists():
+        raise GogookuError(f"raw store {raw} does not exist; run `gogooku synth` or `gogooku fetch` first")
+    if not raw.is_dir():
+        raise GogookuError(f"--raw {raw} is a file; the raw store is a folder (e.g. data/raw)")
+    if out.is_symlink():
+        raise GogookuError(f"--out {out} is a symbolic link; give the folder it points to")
+    r, o = raw.resolve(), out.resolve()
+    if o == r or r in o.parents or o in r.parents:
+        raise GogookuError(
+            f"--out {out} and --raw {raw} overlap: the feature store must be a folder apart from the raw "
+            "store"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from model.atft_gat_fan import summary_rows
@@ -13,7 +14,8 @@ def model_summary_table(name_or_path: str) -> Table:
     cfg = load_model_config(name_or_path)
     rows = summary_rows(cfg)
     total = sum(count for _, count, _ in rows)
-    table = Table(title=f"ATFT-GAT-FAN: {resolve_model_config_path(name_or_path)}", show_header=True)
+    path = escape(str(resolve_model_config_path(name_or_path)))  # a user's path may hold brackets
+    table = Table(title=f"ATFT-GAT-FAN: {path}", show_header=True)
     table.add_column("block")
     table.add_column("parameters", justify="right")
     table.add_column("what")
@@ -24,7 +26,7 @@ def model_summary_table(name_or_path: str) -> Table:
         f"dropout {cfg.dropout}, compute {cfg.compute_dtype}",
     )
     for name, count, text in rows:
-        table.add_row(name, f"{count:,}", text)
+        table.add_row(escape(name), f"{count:,}", escape(text))
     table.add_row(
         "[bold]total[/]",
         f"[bold]{total:,}[/]",

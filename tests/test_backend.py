@@ -40,7 +40,6 @@ def test_missing_cupy_is_reported(monkeypatch):
     try:
         assert backend.cupy_problem() == "CuPy is not installed"
         assert backend.cudf_polars_problem.__wrapped__() == "cudf-polars is not installed"
-        assert backend.cugraph_problem.__wrapped__() == "cuGraph is not installed"
     finally:
         backend.cupy_problem.cache_clear()
 

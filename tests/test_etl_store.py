@@ -8,7 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from test_etl_helpers import make_raw
+from test_etl_helpers import END, START, make_raw
 from typer.testing import CliRunner
 
 from etl.errors import GogookuError
@@ -71,7 +71,7 @@ def test_missing_endpoints_warn_once_and_give_nan(tmp_path):
         app, ["etl", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "f"), "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.count("warning:") == 1 and "indices_topix" in _flat(result.output)
+    assert _flat(result.output).count("raw store lacks indices_topix") == 1
     df = store.scan(tmp_path / "f").collect()
     assert df["mkt_ret_1d"].null_count() == df.height and df["beta_60d"].null_count() == df.height
     assert (df["is_mkt_z_valid"] == 0).all() and (df["is_beta_valid"] == 0).all()
@@ -135,6 +135,49 @@ def test_start_end_window_keeps_history_for_windows(tmp_path):
     assert part["Date"].min() >= dt.date(2022, 6, 1) and part["Date"].max() <= dt.date(2022, 6, 30)
     same = full.filter(pl.col("Date").is_between(dt.date(2022, 6, 1), dt.date(2022, 6, 30)))
     assert same.select("Code", "Date", "volatility_60d").equals(part.select("Code", "Date", "volatility_60d"))
+
+
+def test_dates_beyond_the_data_and_short_history_are_said():
+    """--start/--end beyond the price data are clipped with a note; history too short for the graph or the
+    252-session windows is a warning, not a silent empty column. make_raw spans 2022-01-04..2022-08-31: 162
+    sessions, 19 of them in January (the 10th is a holiday)."""
+    from etl import pipeline
+
+    raw = make_raw()
+    longest, names = pipeline.longest_windows()
+    assert longest == 252 and names[:3] == ["mkt_dd_from_peak", "mkt_ret_1d_z", "mkt_vol_20d_z"]
+    shown = "mkt_dd_from_peak, mkt_ret_1d_z, mkt_vol_20d_z, ..."
+    notes: list[str] = []
+    df = pipeline.build_frame(raw, start="2021-01-01", end="2023-01-01", notify=notes.append)
+    assert (df["Date"].min(), df["Date"].max(), df["Date"].n_unique()) == (START, END, 162)
+    assert notes == [
+        "--start 2021-01-01 is before the first price date 2022-01-04: the dataset starts there",
+        "--end 2023-01-01 is after the last price date 2022-08-31: the dataset ends there",
+        "the first 40 dataset sessions have no graph: 162 dataset sessions and 0 before them "
+        "(graph.min_obs = 40)",
+        f"162 dataset sessions and 0 before them: fewer than the 252 sessions that the longest windows need "
+        f"({shown}); expect those columns to be null",
+    ]
+    assert all(df[c].null_count() == df.height for c in names)
+
+    notes.clear()  # March 1 to April 22 (the 21st of March is a holiday): 22 + 16 sessions, no history
+    short = pipeline.build_frame(raw, start="2022-03-01", end="2022-04-22", history=0, notify=notes.append)
+    assert short["Date"].n_unique() == 38 and short["graph_degree"].null_count() == short.height
+    assert notes[0] == (
+        "no daily graphs: 38 dataset sessions and 0 before them, and a graph needs graph.min_obs = 40 "
+        "returns in its 60-session window (0 edges; the graph columns are null)"
+    )
+    notes.clear()  # the first graph is at grid session 40, i.e. dataset session 40 - 19 = 21
+    part = pipeline.build_frame(raw, start="2022-02-01", end="2022-04-22", notify=notes.append)
+    first_graph = part.filter(pl.col("graph_degree").is_not_null())["Date"].min()
+    assert part.filter(pl.col("Date") < first_graph)["Date"].n_unique() == 21
+    assert notes[0] == (
+        "the first 21 dataset sessions have no graph: 56 dataset sessions and 19 before them "
+        "(graph.min_obs = 40)"
+    )
+    notes.clear()  # without --start/--end: nothing clipped, and the graph's first 40 sessions are expected
+    pipeline.build_frame(raw, notify=notes.append)
+    assert len(notes) == 1 and "fewer than the 252 sessions" in notes[0]
 
 
 def test_to_series_casts_and_nulls():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import networkx as nx
@@ -303,17 +304,46 @@ def test_threshold_zero_never_links_undefined_nodes():
     np.testing.assert_array_equal(build.columns["peer_count"][t, nodes], [count[i] for i in nodes])
 
 
+def decision_margin(returns, rows, cfg):
+    """The smallest distance between a |rho| and the threshold or another |rho| of the same stock and date:
+    a change of rho below half of it cannot change a peer set or a top-k choice."""
+    gaps = [1.0]
+    for t in range(returns.shape[0]):
+        rho = ref_peers(returns, rows, t, cfg)[4]
+        for i in {i for i, _ in rho}:
+            a = np.sort([abs(r) for (p, _), r in rho.items() if p == i])
+            gaps += [np.abs(a - cfg.threshold).min(), *np.diff(a)]
+    return min(gaps)
+
+
+# float64 dot products of two unit vectors of length w, summed in any order: |error| <= w * 2**-53 (Higham's
+# gamma_w), so two block shapes' rho differ by at most twice that; a mean of |rho| by no more
+FLOAT64_RHO_ATOL = 2 * CFG.window * 2.0**-53
+
+
+def assert_same_build(other, build, rho_atol=0.0):
+    """Equal columns and edges; peer_corr_mean and rho within `rho_atol` (the correlations' sums)."""
+    for name, _ in GRAPH_COLUMNS:
+        if name == "peer_corr_mean":
+            np.testing.assert_allclose(other.columns[name], build.columns[name], rtol=0, atol=rho_atol)
+        else:
+            np.testing.assert_array_equal(other.columns[name], build.columns[name], err_msg=name)
+    for field in ("t_E", "i_E", "j_E"):
+        np.testing.assert_array_equal(getattr(other.edges, field), getattr(build.edges, field))
+    np.testing.assert_allclose(other.edges.rho_E, build.edges.rho_E, rtol=0, atol=rho_atol)
+
+
 def test_chunking_and_repeat_runs_give_identical_results(panel):
+    """A repeat run gives the same bits. Other block sizes are other GEMM shapes, whose sums may differ in
+    the last bits (within FLOAT64_RHO_ATOL); the peer sets and top-k choices cannot change, as the panel's
+    decision margin is far above it, so the edges and all other columns are equal."""
     returns, rows, build = panel
+    assert decision_margin(returns, rows, CFG) > 1e3 * FLOAT64_RHO_ATOL
     small = build_graphs(
         returns, rows, CFG, np, dtype="float64", block_bytes=2000, nodes_per_chunk=30, bfs_budget=1
     )
-    again = build_graphs(returns, rows, CFG, np, dtype="float64")
-    for other in (small, again):
-        for name, _ in GRAPH_COLUMNS:
-            np.testing.assert_array_equal(other.columns[name], build.columns[name], err_msg=name)
-        for field in ("t_E", "i_E", "j_E", "rho_E"):
-            np.testing.assert_array_equal(getattr(other.edges, field), getattr(build.edges, field))
+    assert_same_build(small, build, FLOAT64_RHO_ATOL)
+    assert_same_build(build_graphs(returns, rows, CFG, np, dtype="float64"), build)
 
 
 def test_start_skips_early_dates_and_keeps_the_rest(panel):
@@ -387,10 +417,12 @@ def test_unset_work_sizes_are_the_devices(panel, monkeypatch):
         return SimpleNamespace(__name__="cupy", cuda=SimpleNamespace(Device=lambda: device))
 
     assert corr_mod.work_sizes(fake_cupy(79)) is corr_mod.GPU_SIZES  # an H100 80GB reports 79.2 GiB
-    assert corr_mod.work_sizes(fake_cupy(40)) == corr_mod.WorkSizes(1 << 30, 1 << 21, 2 << 30)
+    assert corr_mod.work_sizes(fake_cupy(40)) == corr_mod.WorkSizes(1 << 30, 1 << 21, 2 << 30, 1 << 11)
     assert corr_mod.work_sizes(np) is corr_mod.CPU_SIZES
     monkeypatch.setattr(
-        corr_mod, "CPU_SIZES", corr_mod.WorkSizes(block_bytes=2000, nodes_per_chunk=30, bfs_budget=1)
+        corr_mod,
+        "CPU_SIZES",
+        corr_mod.WorkSizes(block_bytes=2000, nodes_per_chunk=30, bfs_budget=1, max_dates=1),
     )
     calls = {"corr": 0, "bfs": 0}
 
@@ -408,27 +440,61 @@ def test_unset_work_sizes_are_the_devices(panel, monkeypatch):
     assert (
         calls["corr"] > t_len and calls["bfs"] >= t_len // 2
     )  # a block per date and row group, a BFS per date
-    for name, _ in GRAPH_COLUMNS:
-        np.testing.assert_array_equal(split.columns[name], build.columns[name], err_msg=name)
+    assert_same_build(split, build, FLOAT64_RHO_ATOL)  # other block shapes: see the chunking test
 
 
-def test_peer_statistics_do_not_depend_on_other_non_nodes():
-    """Stocks that are never nodes (a wider grid, e.g. a build without --start) change nothing for the others:
-    float32 |rho| sums are accumulated exactly, whatever the row length."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_peer_statistics_do_not_depend_on_other_non_nodes(dtype):
+    """Stocks that are never nodes change no bit for the others, wherever they sit in the Code order: a build
+    without --start has codes that a --start build lacks. (A BLAS product's last bits depend on its shapes
+    and on where an element falls in the kernel's tiles, so each date's product holds only its own nodes.)"""
     rng = np.random.default_rng(11)
-    t_len, n = 70, 300
+    t_len, n, extra = 90, 300, 77
     common = rng.standard_normal((t_len, 1))
     r = 0.6 * common + rng.standard_normal((t_len, n))
-    rows = np.ones((t_len, n), dtype=bool)
-    extra = 77  # never nodes: no returns
-    r_wide = np.concatenate([r, np.full((t_len, extra), np.nan)], axis=1)
-    rows_wide = np.concatenate([rows, np.zeros((t_len, extra), dtype=bool)], axis=1)
+    r[rng.random((t_len, n)) < 0.05] = np.nan
+    rows = rng.random((t_len, n)) < 0.97
+    real = np.sort(rng.choice(n + extra, size=n, replace=False))  # the others never have returns
+    r_wide = np.full((t_len, n + extra), np.nan)
+    r_wide[:, real] = r
+    rows_wide = np.zeros((t_len, n + extra), dtype=bool)
+    rows_wide[:, real] = rows
     cfg = GraphConfig(window=60, min_obs=40, threshold=0.1, k=4)
-    narrow = peer_table(r, rows, cfg, np, dtype="float32")
-    wide = peer_table(r_wide, rows_wide, cfg, np, dtype="float32")
-    np.testing.assert_array_equal(wide.peer_corr_mean_TN[:, :n], narrow.peer_corr_mean_TN)
-    np.testing.assert_array_equal(wide.peer_count_TN[:, :n], narrow.peer_count_TN)
-    np.testing.assert_array_equal(wide.nbr_TNK[:, :n], narrow.nbr_TNK)
+    narrow = peer_table(r, rows, cfg, np, dtype=dtype)
+    wide = peer_table(r_wide, rows_wide, cfg, np, dtype=dtype)
+    assert narrow.node_TN.sum() > 0.4 * t_len * n  # nodes from the 40th date on
+    for name in ("node_TN", "peer_count_TN", "peer_corr_mean_TN", "rho_TNK"):
+        np.testing.assert_array_equal(getattr(wide, name)[:, real], getattr(narrow, name), err_msg=name)
+    nbr = wide.nbr_TNK[:, real]
+    np.testing.assert_array_equal(np.where(nbr >= 0, np.searchsorted(real, nbr), -1), narrow.nbr_TNK)
+    assert not wide.node_TN[:, np.setdiff1d(np.arange(n + extra), real)].any()
+
+
+@pytest.mark.parametrize("threshold", [CFG.threshold, 0.0])
+def test_batched_dates_with_padding_match_one_date_per_block(panel, monkeypatch, threshold):
+    """The GPU's form on NumPy: several dates per product, each padded with zero columns to the most defined
+    stocks of the batch. Padding never becomes a peer (at threshold 0 too); results equal one date per block
+    within the float64 tolerance of other shapes, and the peer sets and top-k choices exactly."""
+    returns, rows, _ = panel
+    cfg = dataclasses.replace(CFG, threshold=threshold)
+    if threshold > 0:
+        assert decision_margin(returns, rows, cfg) > 1e3 * FLOAT64_RHO_ATOL
+    one = peer_table(returns, rows, cfg, np, dtype="float64")
+    sizes = dataclasses.replace(corr_mod.CPU_SIZES, max_dates=16)
+    monkeypatch.setattr(corr_mod, "CPU_SIZES", sizes)
+    defined_per_date = {
+        int(corr_mod.window_z(returns, rows, t, t + 1, cfg, np)[2].sum()) for t in range(returns.shape[0])
+    }
+    assert len(defined_per_date) > 3  # batches really mix dates of different widths
+    batched = peer_table(returns, rows, cfg, np, dtype="float64")
+    for name in ("node_TN", "peer_count_TN", "nbr_TNK"):
+        np.testing.assert_array_equal(getattr(batched, name), getattr(one, name), err_msg=name)
+    for name in ("peer_corr_mean_TN", "rho_TNK"):
+        np.testing.assert_allclose(getattr(batched, name), getattr(one, name), rtol=0, atol=FLOAT64_RHO_ATOL)
+    if threshold == 0:  # every defined pair is a peer, and nothing else
+        defined = np.array([corr_mod.window_z(returns, rows, t, t + 1, cfg, np)[2][0] for t in range(70)])
+        want = np.where(defined, defined.sum(axis=1, keepdims=True) - 1, 0)
+        np.testing.assert_array_equal(batched.peer_count_TN, want)
 
 
 def test_float32_build_close_to_float64(panel):

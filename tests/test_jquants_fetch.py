@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,17 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from etl.sources import jquants, raw_store
-from etl.sources.jquants import FetchOptions, Progress, fetch, plan_units, resolve_endpoints, weekly_dates
+from etl.sources.jquants import (
+    EndpointResult,
+    FetchOptions,
+    FetchReport,
+    Progress,
+    failure_summary,
+    fetch,
+    plan_units,
+    resolve_endpoints,
+    weekly_dates,
+)
 from etl.sources.schema import ENDPOINTS
 from train.cli import app
 
@@ -235,10 +247,49 @@ def test_cli_fetch_and_its_one_line_errors(market, tmp_path, monkeypatch):
         result = run(tmp_path / "b", "equities/bars/daily")
     assert result.exit_code == 2
     assert "the API key is invalid; check JQUANTS_API_KEY" in result.output
-    assert "error: 2 endpoint(s) stopped (markets_trading_calendar, prices_daily_quotes)" in result.output
+    flat = " ".join(result.output.split())
+    stopped = "error: 2 of 2 endpoint(s) stopped (markets_trading_calendar, prices_daily_quotes)"
+    assert f"{stopped}; nothing was fetched" in flat
     assert "Traceback" not in result.output
     bad = runner.invoke(app, ["fetch", "--start", "2024-13-01", "--end", "2024-01-12"])
-    assert bad.exit_code == 2 and "--start '2024-13-01': expected a date YYYY-MM-DD" in bad.output
+    assert bad.exit_code == 2 and "--start '2024-13-01' is not a date (YYYY-MM-DD)" in bad.output
+
+
+def test_unreachable_server_shows_each_retry_and_a_truthful_summary(tmp_path, monkeypatch):
+    """No network (a closed port): every retry is a line with its wait, and the summary does not claim that
+    anything was fetched."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: connections are refused
+    monkeypatch.setenv("JQUANTS_API_KEY", "a-bad-key")
+    args = ["fetch", "--start", "2024-01-04", "--end", "2024-01-12", "--out", str(tmp_path / "raw"), "-e"]
+    overrides = [f"fetch.base_url=http://127.0.0.1:{port}/v2", "fetch.max_attempts=3", "fetch.backoff_s=0.01"]
+    result = CliRunner().invoke(app, [*args, "indices_topix,markets_trades_spec", *overrides])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    retries = re.findall(
+        r"retry: (/\S+) \S+: connection problem \(ConnectError\); retry (\d) of 2 in [\d.]+ s", flat
+    )
+    paths = ("/indices/bars/daily/topix", "/equities/investor-types")
+    assert retries == [(p, n) for p in paths for n in "12"]
+    assert (
+        "error: 2 of 2 endpoint(s) stopped (indices_topix, markets_trades_spec); nothing was fetched" in flat
+    )
+    assert "the others" not in flat and "Traceback" not in result.output
+
+
+def test_failure_summary_says_what_was_kept():
+    def result(eid, fetched, error=None):
+        return EndpointResult(eid, units_total=3, units_fetched=fetched, error=error)
+
+    report = FetchReport([result("a", 3), result("b", 2, "HTTP 500"), result("c", 0, "401")])
+    assert failure_summary(report) == (
+        "2 of 3 endpoint(s) stopped (b, c); the other 1 are complete; 2 unit(s) of the stopped ones were "
+        "fetched and are kept: re-run to fetch the rest"
+    )
+    assert failure_summary(FetchReport([result("a", 3), result("c", 0, "401")])) == (
+        "1 of 2 endpoint(s) stopped (c); the other 1 are complete"
+    )
 
 
 def test_killed_process_resumes(market, tmp_path):

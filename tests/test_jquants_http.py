@@ -168,6 +168,24 @@ def test_retries_give_up_with_a_message():
     assert sleeps[0] < sleeps[2]  # backoff grows (ceilings 0.01, 0.02, 0.04 with jitter in [c/2, c])
 
 
+def test_each_retry_is_reported_before_its_wait():
+    state = FakeState(rows={BARS: _bars(3)}, faults=[Fault("500") for _ in range(4)])
+    sleeps: list[float] = []
+    heard: list[str] = []
+
+    def on_retry(message: str) -> None:
+        assert len(sleeps) == len(heard)  # told before the wait starts
+        heard.append(message)
+
+    with FakeJQuants(state) as fake, _client(fake, sleeps, on_retry=on_retry) as client:
+        with pytest.raises(RetryExhaustedError):
+            _all_rows(client, BARS, {"date": "2024-01-05"})
+    assert len(heard) == len(sleeps) == 3
+    for i, (message, wait) in enumerate(zip(heard, sleeps, strict=True), start=1):
+        assert message.startswith(f"{BARS} date=2024-01-05: HTTP 500: ")
+        assert message.endswith(f"; retry {i} of 3 in {wait:.1f} s")
+
+
 def test_plan_range_400_is_not_retried_and_names_the_window():
     state = FakeState(rows={BARS: _bars(3)}, plan_window=("2023-06-01", "2025-05-31"))
     with FakeJQuants(state) as fake, _client(fake) as client:

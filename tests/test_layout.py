@@ -1,4 +1,4 @@
-"""Dependencies point one way, train -> model -> etl: every etl module imports with train and model blocked."""
+"""Dependencies point one way, train -> model -> etl: each etl module imports with train and model blocked."""
 
 import subprocess
 import sys

@@ -1,6 +1,9 @@
 """The `gogooku` command line. Each pipeline stage is one subcommand; heavy imports happen inside commands.
 
-A `GogookuError` (bad input, config or environment) is printed as one line and exits with status 2.
+A `GogookuError` (bad input, config or environment) is printed as one line and exits with status 2. Text
+that comes from the user or the machine (paths, messages, package hints such as `.[gpu]`) is printed with
+Rich markup escaped; lines are not wrapped where stderr is not a terminal, and long stages print a progress
+line every 30 s there (`etl.heartbeat`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from etl.errors import GogookuError
@@ -27,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -51,7 +55,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except GogookuError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -110,14 +114,13 @@ def info(
 
     table.add_row("jax devices", ", ".join(str(d) for d in jax.devices()))
     checks = {
-        "cupy (GPU arrays)": backend.cupy_problem,
+        "cupy (GPU arrays, graphs)": backend.cupy_problem,
         "cudf-polars (GPU ingest)": backend.cudf_polars_problem,
-        "cugraph (GPU graphs)": backend.cugraph_problem,
         "jax GPU (model)": backend.jax_gpu_problem,
     }
     for name, check in checks.items():
         problem = check()
-        table.add_row(name, "[green]usable[/]" if problem is None else f"[yellow]no[/]: {problem}")
+        table.add_row(name, "[green]usable[/]" if problem is None else f"[yellow]no[/]: {escape(problem)}")
     out.print(table)
 
 
@@ -164,16 +167,18 @@ def etl(
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:
-    """Build the feature store (FEATURES.md columns, Parquet by year + catalog.json) from the raw store."""
+    """Build the feature store (the 395 columns of docs/features.md: Parquet by year, catalog.json and the
+    daily graphs) from the raw store (docs/etl.md)."""
     from pathlib import Path
 
     from rich.progress import Progress
 
+    from etl.heartbeat import Heartbeat
     from etl.pipeline import build_store
     from train.config import load_config
 
     cfg = load_config(config, overrides)
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar, Heartbeat(bar):
         task = bar.add_task("etl: stock chunks", total=None)
         result = build_store(
             raw or cfg.paths.raw,
@@ -184,23 +189,24 @@ def etl(
             chunk_size=chunk,
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            notify=lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False),
+            notify=lambda msg: console.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False),
             graph=cfg.graph,
         )
     if result.missing:
         console.print(
-            f"[yellow]warning:[/] raw store lacks {', '.join(result.missing)}: their columns are NaN "
+            f"[yellow]warning:[/] raw store lacks {escape(', '.join(result.missing))}: their columns are NaN "
             "with validity 0",
             highlight=False,
         )
     target = Path(out or cfg.paths.features)
     parts = sorted(target.glob("year=*/part-*.parquet"))
-    g = result.graph or {}
+    g, n_features = result.graph or {}, len(result.columns)
     console.print(
-        f"etl: {result.rows:,} rows x {len(result.columns) + 2} columns ({result.stocks} stocks, "
-        f"{result.sessions} sessions) in {result.seconds:.1f}s -> {target}: {len(parts)} Parquet files "
-        f"in {len({p.parent.name for p in parts})} year folders, catalog.json, graph_edges.npz "
-        f"({g.get('edges', 0):,} edges, Epad {g.get('epad')})",
+        f"etl: {result.rows:,} rows x {n_features + 2} columns (Code, Date and {n_features} "
+        f"features; {result.stocks} stocks, {result.sessions} sessions) in {result.seconds:.1f}s -> "
+        f"{target}: {len(parts)} Parquet files in {len({p.parent.name for p in parts})} year folders, "
+        f"catalog.json, graph_edges.npz ({g.get('edges', 0):,} edges, Epad {g.get('epad')})",
+        markup=False,
         highlight=False,
     )
 
@@ -219,6 +225,7 @@ def synth(
     """Generate the synthetic Japanese market as a raw store plus oracle.parquet (docs/synthetic.md)."""
     from rich.progress import Progress
 
+    from etl.heartbeat import Heartbeat
     from etl.sources.synthetic import STEPS, generate
     from train.config import load_config
 
@@ -227,13 +234,17 @@ def synth(
     ]
     cfg = load_config(config, [*(overrides or []), *(e for e in extra if not e.endswith("=None"))])
     target = out or cfg.paths.raw
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar, Heartbeat(bar):
         task = bar.add_task("synth", total=STEPS)
         generate(
             cfg.synth, target, progress=lambda step: bar.update(task, advance=1, description=f"synth: {step}")
         )
     s = cfg.synth
-    console.print(f"synthetic market: {s.stocks} codes, {s.start}..{s.end}, seed {s.seed} -> {target}")
+    console.print(
+        f"synthetic market: {s.stocks} codes, {s.start}..{s.end}, seed {s.seed} -> {target}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()

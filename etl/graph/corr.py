@@ -10,10 +10,19 @@ rho: it has no peers and is nobody's peer.
 Per node i: peers N_i = {j != i : |rho_ij| >= threshold}; K_i = the <= k members of N_i with the largest
 |rho_ij|, ties to the smaller stock index (= smaller Code: the stock axis is sorted by Code).
 
-Vectorised as batched matrix products over date chunks: for D dates the centred, unit-norm windows z[D, w, N]
-give rho = z^T z in row blocks [D, B, N] whose size is bounded by `block_bytes`. Top-k is k passes of argmax
-(argmax returns the first maximum, which is the tie rule) rather than a partition, which has no tie order.
-The only Python loops are over these chunks, never over stocks.
+Vectorised as batched matrix products over date chunks: for D dates the centred, unit-norm windows of the
+dates' rho-defined stocks, packed in Code order into z[D, w, M] (M = the most defined stocks of any of the
+D dates; zero columns pad the others), give rho = z^T z in row blocks [D, B, M] whose size is bounded by
+`block_bytes`. Top-k is k passes of argmax (argmax returns the first maximum, which is the tie rule) rather
+than a partition, which has no tie order. The only Python loops are over these chunks, never over stocks.
+
+Why packed, and one date per block on a CPU: a BLAS product's last bits depend on the matrix shapes and on
+where an element falls in the kernel's tiles (OpenBLAS's float32 GEMM gave 4.6e-9 differences in
+peer_corr_mean when 77 empty stocks were appended). With one date per product and only that date's
+defined stocks in it, the product's inputs and shapes are a function of the date's own windows, so a
+stock's rho does not depend on the grid's other stocks: a build with `--start` (fewer stocks in the grid,
+other positions) gives the bits of the full build. A GPU batches dates (`WorkSizes.max_dates`): there the
+bits may depend on the batch, within the float tolerance of FEATURES.md §4.13.
 """
 
 from __future__ import annotations
@@ -38,13 +47,14 @@ class WorkSizes:
     per date (56 s) and 6,600-node BFS sub-chunks (76 s of metrics): launch-bound, where `bench/graph.py`
     with the GPU sizes takes 10.9 s for the whole stage (24.8 GiB device pool peak)."""
 
-    block_bytes: int  # a correlation block [D, B, N] and its temporaries
+    block_bytes: int  # a correlation block [D, B, M] and its temporaries
     nodes_per_chunk: int  # a metric chunk: the union graph of nodes_per_chunk // N dates
     bfs_budget: int  # the five BFS bitsets of one sub-chunk of a metric chunk
+    max_dates: int  # dates per correlation block at most (1: each product is one date's own, see above)
 
 
-CPU_SIZES = WorkSizes(block_bytes=16 << 20, nodes_per_chunk=1 << 18, bfs_budget=16 << 20)
-GPU_SIZES = WorkSizes(block_bytes=2048 << 20, nodes_per_chunk=1 << 22, bfs_budget=4 << 30)
+CPU_SIZES = WorkSizes(block_bytes=16 << 20, nodes_per_chunk=1 << 18, bfs_budget=16 << 20, max_dates=1)
+GPU_SIZES = WorkSizes(block_bytes=2048 << 20, nodes_per_chunk=1 << 22, bfs_budget=4 << 30, max_dates=1 << 12)
 
 
 def work_sizes(xp: Any) -> WorkSizes:
@@ -106,13 +116,29 @@ def _valid_extrema(x_DWN: Any, valid: Any, xp: Any) -> tuple[Any, Any]:
     return xp.where(valid, x_DWN, -xp.inf).max(axis=1), xp.where(valid, x_DWN, xp.inf).min(axis=1)
 
 
-def _chunk_plan(t: int, n: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
-    """(dates per chunk D, rows per block B): a [D, B, N] block and its temporaries fit `block_bytes`."""
-    per_row = n * (2 * itemsize + 1)  # rho, |rho| and a bool mask
-    rows = max(block_bytes // per_row, 1)
-    if rows >= n:
-        return max(min(rows // n, t), 1), n
-    return 1, int(rows)
+def _dates_per_chunk(t: int, n: int, itemsize: int, block_bytes: int, max_dates: int) -> int:
+    """Dates D per chunk: D full [N, N] blocks and their temporaries fit `block_bytes` (M <= N)."""
+    per_date = n * n * (2 * itemsize + 1)  # rho, |rho| and a bool mask
+    return int(max(min(block_bytes // max(per_date, 1), t, max_dates), 1))
+
+
+def _rows_per_block(d: int, m: int, itemsize: int, block_bytes: int) -> int:
+    """Rows B per block: a [D, B, M] block and its temporaries fit `block_bytes` (at least one row)."""
+    return int(max(min(block_bytes // max(d * m * (2 * itemsize + 1), 1), m), 1))
+
+
+def pack_defined(z_DWN: Any, defined_DN: Any, dtype: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """Each date's rho-defined stocks in Code order: z[D, w, M] in `dtype` (zero columns pad the dates with
+    fewer than M), their stock indices [D, M] (0 in padding) and the packed-slot mask [D, M]."""
+    d_idx, stock = xp.nonzero(defined_DN)  # row-major: by date, then Code
+    count_D = defined_DN.sum(axis=1)
+    m = int(count_D.max()) if count_D.size else 0
+    slot = xp.arange(stock.size) - (xp.cumsum(count_D) - count_D)[d_idx]
+    z_DWM = xp.zeros((z_DWN.shape[0], z_DWN.shape[1], m), dtype=dtype)
+    z_DWM[d_idx, :, slot] = z_DWN[d_idx, :, stock]
+    stock_DM = xp.zeros((z_DWN.shape[0], m), dtype=xp.int64)
+    stock_DM[d_idx, slot] = stock
+    return z_DWM, stock_DM, xp.arange(m)[None, :] < count_D[:, None]
 
 
 def empty_peer_table(t_len: int, n: int, k: int, xp: Any, dtype: str = "float64") -> PeerTable:
@@ -148,28 +174,42 @@ def peer_table(
     table's values: no nodes); `progress(dates_done)` follows each chunk. `block_bytes`: by default the
     device's `work_sizes`.
     """
-    block_bytes = block_bytes or work_sizes(xp).block_bytes
+    sizes = work_sizes(xp)
+    block_bytes = block_bytes or sizes.block_bytes
     t_len, n = returns_TN.shape
     ftype = np.dtype(dtype)  # cupy.dtype is numpy.dtype
     table = out if out is not None else empty_peer_table(t_len, n, cfg.k, xp, dtype)
-    d_chunk, b_rows = _chunk_plan(t_len, n, ftype.itemsize, block_bytes)
+    d_chunk = _dates_per_chunk(t_len, n, ftype.itemsize, block_bytes, sizes.max_dates)
     # one workspace reused by every block: fresh multi-MB temporaries would be page-faulted in each time
-    work = [xp.empty(d_chunk * b_rows * n, dtype=dt) for dt in (ftype, ftype, bool)]
+    size = max(block_bytes // (2 * ftype.itemsize + 1), d_chunk * n)
+    work = [xp.empty(size, dtype=dt) for dt in (ftype, ftype, bool)]
     for t0 in range(start, t_len, d_chunk):
         t1 = min(t0 + d_chunk, t_len)
         z_DWN, node_DN, defined_DN = window_z(returns_TN, row_mask_TN, t0, t1, cfg, xp)
-        z_DWN = z_DWN.astype(ftype, copy=False)
-        zt_DNW = z_DWN.transpose(0, 2, 1)  # a transposed GEMM operand: no copy
-        undefined = xp.nonzero(~defined_DN)
+        z_DWM, stock_DM, packed_DM = pack_defined(z_DWN, defined_DN, ftype, xp)
+        del z_DWN
         table.node_TN[t0:t1] = node_DN
-        for r0 in range(0, n, b_rows):
-            r1 = min(r0 + b_rows, n)
-            bufs = [w[: (t1 - t0) * (r1 - r0) * n].reshape(t1 - t0, r1 - r0, n) for w in work]
-            out_k = (table.nbr_TNK[t0:t1, r0:r1], table.rho_TNK[t0:t1, r0:r1])
-            cnt, tot = _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg, xp, bufs, out_k)
-            table.peer_count_TN[t0:t1, r0:r1] = cnt
-            mean = xp.where(cnt > 0, tot / xp.maximum(cnt, 1), 0.0)
-            table.peer_corr_mean_TN[t0:t1, r0:r1] = xp.where(node_DN[:, r0:r1], mean, xp.nan)
+        table.peer_count_TN[t0:t1] = 0
+        table.peer_corr_mean_TN[t0:t1] = xp.where(node_DN, 0.0, xp.nan)  # a node without peers: 0
+        table.nbr_TNK[t0:t1] = -1
+        table.rho_TNK[t0:t1] = xp.nan
+        d, m = t1 - t0, z_DWM.shape[2]
+        padding = xp.nonzero(~packed_DM)
+        b_rows = _rows_per_block(d, m, ftype.itemsize, block_bytes)
+        for r0 in range(0, m, b_rows):
+            r1 = min(r0 + b_rows, m)
+            bufs = [w[: d * (r1 - r0) * m].reshape(d, r1 - r0, m) for w in work]
+            cnt_DB, tot_DB, nbr_DBK, rho_DBK = _block_peers(z_DWM, padding, r0, r1, cfg, xp, bufs)
+            t_i, b_i = xp.nonzero(packed_DM[:, r0:r1])  # the rows of real stocks, to their places
+            stock = stock_DM[t_i, b_i + r0]
+            cnt = cnt_DB[t_i, b_i]
+            table.peer_count_TN[t0 + t_i, stock] = cnt
+            mean = tot_DB[t_i, b_i] / xp.maximum(cnt, 1)
+            table.peer_corr_mean_TN[t0 + t_i, stock] = xp.where(cnt > 0, mean, 0.0)
+            nbr = nbr_DBK[t_i, b_i]
+            peer = stock_DM[t_i[:, None], xp.maximum(nbr, 0)]
+            table.nbr_TNK[t0 + t_i, stock] = xp.where(nbr >= 0, peer, -1)
+            table.rho_TNK[t0 + t_i, stock] = rho_DBK[t_i, b_i]
         if progress is not None:
             progress(t1 - t0)
     return table
@@ -294,39 +334,39 @@ def _openblas_local_setter() -> Callable[[int], int] | None:
     return None
 
 
-def _block_peers(zt_DNW, z_DWN, defined_DN, undefined, r0, r1, cfg: GraphConfig, xp: Any, bufs, out):
-    """Peer count, |rho| sum and the top-k of rows r0..r1-1 of every date in the chunk.
+def _block_peers(z_DWM, padding, r0, r1, cfg: GraphConfig, xp: Any, bufs):
+    """Peer count, |rho| sum and the top-k (packed slots, rho) of packed rows r0..r1-1 of every date.
 
-    `bufs` = (rho, |rho|, peer mask) workspaces of shape [D, r1 - r0, N]; `out` = (nbr [D, B, k],
-    rho [D, B, k]) views of the table, written in place. With threshold > 0 the |rho| buffer is multiplied
-    by the peer mask in place: one pass gives both the masked sum and an argmax input whose non-peers (0)
-    sort below every peer, so no separate product buffer is streamed through. The |rho| sum accumulates in
-    float64: for float32 |rho| that sum is exact, so peer_corr_mean does not depend on the summation order,
-    which follows N (a build with `--start` has fewer stocks in its grid and gave last-bit differences)."""
+    `z_DWM`: the dates' packed windows; `padding`: (date, slot) indices of the zero padding columns;
+    `bufs` = (rho, |rho|, peer mask) workspaces of shape [D, r1 - r0, M]. With threshold > 0 the |rho| buffer
+    is multiplied by the peer mask in place: one pass gives both the masked sum and an argmax input whose
+    non-peers (0) sort below every peer, so no separate product buffer is streamed through. The |rho| sum
+    accumulates in float64: for float32 |rho| that sum is exact, so peer_corr_mean does not depend on the
+    summation order."""
     k, thr = cfg.k, cfg.threshold
-    rho_DBN, a_DBN, peer_DBN = bufs
-    nbr_DBK, rho_DBK = out
+    rho_DBM, a_DBM, peer_DBM = bufs
     rows = xp.arange(r0, r1)
-    xp.matmul(zt_DNW[:, r0:r1], z_DWN, out=rho_DBN)
-    xp.abs(rho_DBN, out=a_DBN)
-    # -1 on the diagonal, on undefined columns and undefined rows: never a peer, even at threshold 0. Above
-    # threshold 0 only the diagonal needs it: an undefined stock's z is 0, so its |rho| is 0 < threshold.
-    a_DBN[:, rows - r0, rows] = -1.0
+    xp.matmul(z_DWM.transpose(0, 2, 1)[:, r0:r1], z_DWM, out=rho_DBM)  # a transposed operand: no copy
+    xp.abs(rho_DBM, out=a_DBM)
+    # -1 on the diagonal and, at threshold 0, on the padding columns: never a peer. Above threshold 0 only the
+    # diagonal needs it: a padding column's z is 0, so its |rho| is 0 < threshold.
+    a_DBM[:, rows - r0, rows] = -1.0
     if thr <= 0:
-        a_DBN[undefined[0], :, undefined[1]] = -1.0
-        a_DBN[~defined_DN[:, r0:r1]] = -1.0
-    xp.greater_equal(a_DBN, thr, out=peer_DBN)
-    cnt_DB = peer_DBN.sum(axis=-1, dtype=xp.int32)
+        a_DBM[padding[0], :, padding[1]] = -1.0
+    xp.greater_equal(a_DBM, thr, out=peer_DBM)
+    cnt_DB = peer_DBM.sum(axis=-1, dtype=xp.int32)
     if thr > 0:
-        xp.multiply(a_DBN, peer_DBN, out=a_DBN)  # non-peers become 0 (or -0.0): below every peer
-        tot_DB = a_DBN.sum(axis=-1, dtype=xp.float64)
+        xp.multiply(a_DBM, peer_DBM, out=a_DBM)  # non-peers become 0 (or -0.0): below every peer
+        tot_DB = a_DBM.sum(axis=-1, dtype=xp.float64)
     else:  # at threshold 0 a peer can have |rho| = 0: keep the -1 marks for the argmax
-        tot_DB = xp.where(peer_DBN, a_DBN, 0.0).sum(axis=-1, dtype=xp.float64)
-    d_idx, b_idx = xp.ogrid[: a_DBN.shape[0], : a_DBN.shape[1]]
+        tot_DB = xp.where(peer_DBM, a_DBM, 0.0).sum(axis=-1, dtype=xp.float64)
+    d_idx, b_idx = xp.ogrid[: a_DBM.shape[0], : a_DBM.shape[1]]
+    nbr_DBK = xp.empty((*a_DBM.shape[:2], k), dtype=xp.int32)
+    rho_DBK = xp.empty((*a_DBM.shape[:2], k), dtype=rho_DBM.dtype)
     for slot in range(k):
-        j_DB = xp.argmax(a_DBN, axis=-1)
-        ok_DB = a_DBN[d_idx, b_idx, j_DB] >= thr
+        j_DB = xp.argmax(a_DBM, axis=-1)
+        ok_DB = a_DBM[d_idx, b_idx, j_DB] >= thr
         nbr_DBK[..., slot] = xp.where(ok_DB, j_DB, -1)
-        rho_DBK[..., slot] = xp.where(ok_DB, rho_DBN[d_idx, b_idx, j_DB], xp.nan)
-        a_DBN[d_idx, b_idx, j_DB] = -2.0
-    return cnt_DB, tot_DB
+        rho_DBK[..., slot] = xp.where(ok_DB, rho_DBM[d_idx, b_idx, j_DB], xp.nan)
+        a_DBM[d_idx, b_idx, j_DB] = -2.0
+    return cnt_DB, tot_DB, nbr_DBK, rho_DBK

@@ -20,13 +20,15 @@ OUTAGE_DAYS = (dt.date(2020, 10, 1),)  # arrowhead outage: a business day on whi
 XTKS_FIRST = dt.date(2000, 1, 4)
 
 
-def _as_date(value: str | dt.date) -> dt.date:
+def parse_date(value: str | dt.date, what: str = "date") -> dt.date:
+    """A YYYY-MM-DD date (the one rule for dates a user types); anything else is one GogookuError naming
+    `what` (e.g. "--start") and the value."""
     if isinstance(value, dt.date):
         return value
     try:
         return dt.date.fromisoformat(value)
-    except ValueError:
-        raise GogookuError(f"not a date (YYYY-MM-DD): {value!r}") from None
+    except (TypeError, ValueError):
+        raise GogookuError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 @cache
@@ -38,7 +40,7 @@ def _xtks(end_year: int):
 
 def business_days(start: str | dt.date, end: str | dt.date) -> np.ndarray:
     """J-Quants business days in [start, end] as datetime64[D]: XTKS sessions plus the outage day(s)."""
-    start, end = _as_date(start), _as_date(end)
+    start, end = parse_date(start, "calendar start"), parse_date(end, "calendar end")
     if start > end:
         raise GogookuError(f"calendar start {start} is after end {end}")
     if start < XTKS_FIRST:
@@ -52,7 +54,7 @@ def business_days(start: str | dt.date, end: str | dt.date) -> np.ndarray:
 
 def trading_calendar(start: str | dt.date, end: str | dt.date) -> pl.DataFrame:
     """The /markets/trading_calendar rows for every calendar date in [start, end]."""
-    start, end = _as_date(start), _as_date(end)
+    start, end = parse_date(start, "calendar start"), parse_date(end, "calendar end")
     days = business_days(start, end)
     all_days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
     division = np.where(np.isin(all_days, days), "1", "0")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import polars as pl
 
 from etl.errors import GogookuError
+from etl.panels.calendar import parse_date
 from etl.sources import raw_store
 from etl.sources.jquants_http import (
     DEFAULT_BASE_URL,
@@ -303,7 +304,7 @@ class FetchOptions:
     max_pages: int = 1000
     statements_lookback_days: int = 365
 
-    def client(self) -> JQuantsClient:
+    def client(self, on_retry: Callable[[str], None] | None = None) -> JQuantsClient:
         rpm = self.requests_per_minute or PLAN_REQUESTS_PER_MINUTE[self.plan]
         return JQuantsClient(
             self.api_key,
@@ -312,6 +313,7 @@ class FetchOptions:
             retry=RetryPolicy(max_attempts=self.max_attempts, base_s=self.backoff_s),
             timeout_s=self.timeout_s,
             max_pages=self.max_pages,
+            on_retry=on_retry,
         )
 
 
@@ -325,6 +327,10 @@ class Progress:
         return None
 
     def finish(self, endpoint_id: str) -> None:
+        return None
+
+    def retry(self, message: str) -> None:
+        """A request failed and is retried after a wait (`JQuantsClient`'s `on_retry`)."""
         return None
 
 
@@ -440,7 +446,7 @@ def fetch(
         )
     lookback = dt.timedelta(days=options.statements_lookback_days)
     first = {e: start - lookback if QUERIES[e].lookback else start for e in order}
-    with options.client() as client:
+    with options.client(on_retry=progress.retry) as client:
         days: list[dt.date] = []
         for endpoint_id in order:
             result = fetch_endpoint(client, out, endpoint_id, first[endpoint_id], end, days, today, progress)
@@ -464,6 +470,8 @@ class RichProgress(Progress):
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bars
 
+        from etl.heartbeat import Heartbeat
+
         self.bars = Bars(
             TextColumn("{task.description:<34}"),
             BarColumn(),
@@ -471,14 +479,18 @@ class RichProgress(Progress):
             TextColumn("{task.fields[rows]:>10,} rows {task.fields[requests]:>6,} requests"),
             TimeElapsedColumn(),
             console=console,
+            disable=not console.is_terminal,  # off a terminal: `Heartbeat` lines instead of bars
         )
         self.tasks: dict[str, Any] = {}
+        self.heartbeat = Heartbeat(self.bars)
 
     def __enter__(self) -> RichProgress:
         self.bars.start()
+        self.heartbeat.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.heartbeat.__exit__()
         self.bars.stop()
 
     def start(self, endpoint_id: str, total: int) -> None:
@@ -493,19 +505,18 @@ class RichProgress(Progress):
         if endpoint_id in self.tasks:
             self.bars.stop_task(self.tasks[endpoint_id])
 
+    def retry(self, message: str) -> None:
+        from rich.markup import escape
 
-def _parse_date(flag: str, value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise GogookuError(f"{flag} {value!r}: expected a date YYYY-MM-DD") from None
+        self.bars.console.print(f"[yellow]retry:[/] {escape(message)}", highlight=False)
 
 
 def run_cli_fetch(config: Any, start: str, end: str, endpoints: list[str] | None, out: str) -> FetchReport:
     """`gogooku fetch`: options from the `fetch` config section, key from it or JQUANTS_API_KEY."""
     from rich.console import Console
+    from rich.markup import escape
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "api_key"}
     api_key = config.api_key or os.environ.get("JQUANTS_API_KEY", "")
     if not api_key:
@@ -513,12 +524,14 @@ def run_cli_fetch(config: Any, start: str, end: str, endpoints: list[str] | None
             "no J-Quants API key: set JQUANTS_API_KEY or fetch.api_key=... (see docs/fetch.md)"
         )
     options = FetchOptions(api_key=api_key, **settings)
-    first, last = _parse_date("--start", start), _parse_date("--end", end)
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
     chosen = resolve_endpoints(endpoints)
     rpm = options.requests_per_minute or PLAN_REQUESTS_PER_MINUTE[options.plan]
     console.print(
         f"fetching {', '.join(chosen)} for {first} .. {last} into {out} "
-        f"({options.plan} plan, {rpm} requests/min)"
+        f"({options.plan} plan, {rpm} requests/min)",
+        markup=False,
+        highlight=False,
     )
     try:
         with RichProgress(console) as progress:
@@ -528,7 +541,7 @@ def run_cli_fetch(config: Any, start: str, end: str, endpoints: list[str] | None
             "interrupted; every finished unit is kept: run the same command again to resume"
         ) from None
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", markup=False, highlight=False)
     if report.retries:
         console.print(f"note: {report.retries} retries, {report.waited_s:.1f} s of backoff", highlight=False)
     for result in report.results:
@@ -537,9 +550,25 @@ def run_cli_fetch(config: Any, start: str, end: str, endpoints: list[str] | None
             f"{result.rows_fetched:,} rows, {result.requests} requests"
         )
         console.print(
-            line if not result.error else f"[red]{line}; stopped:[/] {result.error}", highlight=False
+            escape(line) if not result.error else f"[red]{escape(line)}; stopped:[/] {escape(result.error)}",
+            highlight=False,
         )
     if report.failed:
-        names = ", ".join(r.endpoint_id for r in report.failed)
-        raise GogookuError(f"{len(report.failed)} endpoint(s) stopped ({names}); the others were fetched")
+        raise GogookuError(failure_summary(report))
     return report
+
+
+def failure_summary(report: FetchReport) -> str:
+    """The final error line of a fetch where endpoints stopped: which, and what became of the rest."""
+    failed, results = report.failed, report.results
+    names = ", ".join(r.endpoint_id for r in failed)
+    line = f"{len(failed)} of {len(results)} endpoint(s) stopped ({names})"
+    complete = len(results) - len(failed)
+    if complete:
+        line += f"; the other {complete} are complete"
+    units = sum(r.units_fetched for r in failed)
+    if units:
+        line += f"; {units} unit(s) of the stopped ones were fetched and are kept: re-run to fetch the rest"
+    elif not complete:
+        line += "; nothing was fetched"
+    return line

@@ -149,7 +149,10 @@ def _server_message(response: httpx.Response) -> str:
 
 
 class JQuantsClient:
-    """A thin synchronous v2 client. One instance per run; all requests share one rate limiter."""
+    """A thin synchronous v2 client. One instance per run; all requests share one rate limiter.
+
+    `on_retry(message)` hears of every retry before its wait (what failed, which retry, how long): with the
+    default policy a dead network is minutes of waits, which a user must see."""
 
     def __init__(
         self,
@@ -161,6 +164,7 @@ class JQuantsClient:
         max_pages: int = 1000,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ):
         if not api_key:
             raise GogookuError(
@@ -173,6 +177,7 @@ class JQuantsClient:
         self.stats = ClientStats()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._on_retry = on_retry
         self._http = httpx.Client(
             headers={"x-api-key": api_key, "Accept-Encoding": "gzip"},
             timeout=httpx.Timeout(timeout_s),
@@ -246,6 +251,11 @@ class JQuantsClient:
                 wait = self.retry.delay(attempt, retry_after, self._rng)
                 self.stats.retries += 1
                 self.stats.waits_s += wait
+                if self._on_retry is not None:
+                    self._on_retry(
+                        f"{path} {_fmt(params)}: {last_problem}; retry {attempt + 1} of "
+                        f"{self.retry.max_attempts - 1} in {wait:.1f} s"
+                    )
                 self._sleep(wait)
         raise RetryExhaustedError(
             f"{path} {_fmt(params)}: gave up after {self.retry.max_attempts} attempts, last: {last_problem} "

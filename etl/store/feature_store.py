@@ -4,14 +4,20 @@ Layout: `OUT/year=YYYY/part-CCCCC.parquet` (one file per stock chunk and year, r
 chunks hold ascending code ranges, so reading the parts in name order gives the whole year sorted), and
 `OUT/catalog.json`. Columns: Code, Date, then every built column in FEATURES.md order, cast to its dtype
 (floats f32/f64, nullable Int8/16/32 flags and counts, strings, dates).
+
+A build never writes into OUT: it fills a sibling folder `.OUT.gogooku-build-PID` and swaps it in when it is
+complete (`prepare` / `commit` / `discard`), so an error, Ctrl-C or a crash leaves the old store as it was.
+Only files the store writes (`is_store_file`) are ever deleted; anything else found in an old store (notes,
+a checkpoint folder) is moved into the new one. A folder left by a killed build is cleared by the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
-import shutil
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ import polars as pl
 
 from etl.errors import GogookuError
 from etl.features.registry import REGISTRY, Labels
+from etl.graph.build import EDGES_FILE
 from etl.ops import array_namespace, to_host
 
 POLARS_DTYPES = {
@@ -135,16 +142,136 @@ def schema_hash(columns: list[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()
 
 
+_YEAR_DIR = re.compile(r"^year=\d{4}$")
+_PART_FILE = re.compile(r"^part-\d{5}\.parquet$")
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.gogooku-(?P<kind>build|old)-(?P<pid>\d+)$")
+
+
+def is_store_file(rel: Path) -> bool:
+    """A path (relative to the store folder) of a file the store writes: catalog.json, graph_edges.npz or a
+    year partition's part. Nothing else in a store folder is ever deleted."""
+    parts = rel.parts
+    if len(parts) == 1:
+        return parts[0] in (CATALOG, EDGES_FILE)
+    return len(parts) == 2 and bool(_YEAR_DIR.match(parts[0]) and _PART_FILE.match(parts[1]))
+
+
+def _others(folder: Path) -> list[Path]:
+    """Relative paths in a store folder that the store did not write (top-level entries whole; the year
+    folders are looked into)."""
+    found: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and _YEAR_DIR.match(entry.name):
+            found += [
+                Path(entry.name, f.name) for f in sorted(entry.iterdir()) if not _PART_FILE.match(f.name)
+            ]
+        elif not (entry.is_file() and is_store_file(Path(entry.name))):
+            found.append(Path(entry.name))
+    return found
+
+
+def _sibling(out: Path, kind: str, pid: int | None = None) -> Path:
+    return out.parent / f".{out.name}.gogooku-{kind}-{pid or os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a folder of this process's own earlier build (a library caller): finished or abandoned
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def discard(folder: Path) -> None:
+    """Delete the store's own files in `folder`, then the folders left empty; anything else stays."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and _YEAR_DIR.match(entry.name):
+            for f in entry.iterdir():
+                if _PART_FILE.match(f.name) and f.is_file():
+                    f.unlink()
+            if not any(entry.iterdir()):
+                entry.rmdir()
+        elif entry.is_file() and is_store_file(Path(entry.name)):
+            entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Move what the store did not write from the old store folder into the new one, then clear the old."""
+    for rel in _others(old):
+        target = new / rel
+        if not target.exists() and not target.is_symlink():
+            target.parent.mkdir(exist_ok=True)
+            (old / rel).rename(target)
+    discard(old)
+
+
+def recover(out: Path) -> None:
+    """Finish or undo what a killed build left beside `out`: its unfinished build folder is discarded; an
+    old store moved aside during a swap goes back to `out` (when the new one never arrived) or hands its
+    other files to the new one. Folders of builds still running are left alone."""
+    if not out.parent.is_dir():
+        return
+    for folder in sorted(out.parent.iterdir()):
+        found = _SIBLING.match(folder.name)
+        if not found or found["name"] != out.name or not folder.is_dir() or _alive(int(found["pid"])):
+            continue
+        if found["kind"] == "build":
+            discard(folder)
+        elif not out.exists():
+            folder.rename(out)
+        else:
+            _carry_over(folder, out)
+
+
 def prepare(out_dir: str | Path) -> Path:
-    """Create an empty store folder; an existing store (catalog.json present) is replaced."""
+    """The empty folder a build of the store `out_dir` writes into (a sibling; `commit` swaps it in).
+
+    `out_dir` may be absent, empty or a feature store (a catalog.json, or only files the store writes: a
+    store an older version left half-written); any other folder is refused rather than replaced."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GogookuError(f"--out {out} is a file; the feature store is a folder: choose another path")
+    try:
+        recover(out)
+        if out.is_dir() and not (out / CATALOG).is_file():
+            others = _others(out)
+            if others:
+                raise GogookuError(
+                    f"{out} exists and is not a feature store (no {CATALOG}; it holds {others[0]}); "
+                    "choose an empty or new folder"
+                )
+        build = _sibling(out, "build")
+        discard(build)  # this process's own abandoned build, if any
+        build.mkdir(parents=True)
+    except OSError as err:
+        raise GogookuError(f"cannot prepare the feature store {out}: {err}") from None
+    return build
+
+
+def commit(build: Path, out_dir: str | Path) -> Path:
+    """Swap the finished build folder in as `out_dir`. An old store is moved aside first, then its files
+    that the store did not write move into the new one and its own files are deleted."""
     out = Path(out_dir)
     if out.exists():
-        if not (out / CATALOG).exists() and any(out.iterdir()):
-            raise GogookuError(
-                f"{out} exists and is not a feature store (no {CATALOG}); choose an empty folder"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        old = _sibling(out, "old")
+        out.rename(old)
+        build.rename(out)
+        _carry_over(old, out)
+    else:
+        build.rename(out)
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames reach the disk
+    finally:
+        os.close(fd)
     return out
 
 
