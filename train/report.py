@@ -18,7 +18,6 @@ import importlib.metadata
 import io
 import json
 import math
-import os
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import polars as pl
 import yaml
 
 from etl.errors import GogookuError
+from etl.files import write_atomic
 
 MODELS = {"atft": "ATFT-GAT-FAN", "lightgbm": "LightGBM", "oracle": "oracle", "reversal_5d": "5-day reversal"}
 PRODUCERS = {  # what writes each model's eval/<split>/<model>/ folder
@@ -1072,13 +1072,6 @@ def _page(run: Path, head: Headline, summary: str, bodies: dict[str, str]) -> st
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Through a temporary sibling and a rename: a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def render_report(
     run_dir: str | Path, out: str | Path | None = None, progress: Callable[[str], None] | None = None
 ) -> Path:
@@ -1116,5 +1109,5 @@ def render_report(
         for sid, make in plots.items():
             step(SECTIONS[sid].split(":")[0].lower())
             bodies[sid] = make()
-    _write_atomic(target, _page(run, head, _summary(head, evals, dailies), bodies))
+    write_atomic(target, _page(run, head, _summary(head, evals, dailies), bodies))
     return target

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import polars as pl
 
 from etl.errors import GogookuError
+from etl.files import write_atomic
 from etl.panels.calendar import parse_date
 from etl.sources import raw_store
 from etl.sources.jquants_http import (
@@ -199,20 +200,6 @@ def plan_units(
 
 
 # ---------------------------------------------------------------------------------------------- archive
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class Archive:
     """Compressed responses and per-part state of one endpoint under `OUT/_jquants/<endpoint>/`."""
 
@@ -245,7 +232,7 @@ class Archive:
         payload = (
             json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "pages": [' + b",".join(pages) + b"]}"
         )
-        _atomic_write(self.unit_path(unit.part, unit.uid), gzip.compress(payload, compresslevel=3))
+        write_atomic(self.unit_path(unit.part, unit.uid), gzip.compress(payload, compresslevel=3))
 
     def rows(self, part: str, uid: str) -> list[dict[str, Any]]:
         record = json.loads(gzip.decompress(self.unit_path(part, uid).read_bytes()))
@@ -261,7 +248,7 @@ class Archive:
             return {}
 
     def save_state(self, state: dict[str, list[str]]) -> None:
-        _atomic_write(self.root / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
+        write_atomic(self.root / "state.json", json.dumps(state, indent=1, sort_keys=True).encode())
 
 
 def rebuild_part(out: Path, ep: Endpoint, archive: Archive, part: str, uids: set[str]) -> int:

@@ -12,7 +12,6 @@ docs/raw_store.md.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from etl.errors import GogookuError
+from etl.files import write_atomic
 from etl.sources.schema import ENDPOINTS, Endpoint
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
@@ -121,26 +121,8 @@ def write_endpoint(raw_dir: str | Path, endpoint_id: str, df: pl.DataFrame, part
     folder = endpoint_dir(raw_dir, endpoint_id)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{part}.parquet"
-    tmp = folder / f".{part}.parquet.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            df.write_parquet(fh, compression="zstd", statistics=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(folder)
+    write_atomic(final, lambda fh: df.write_parquet(fh, compression="zstd", statistics=True))
     return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def part_files(raw_dir: str | Path, endpoint_id: str) -> list[Path]:

@@ -20,6 +20,7 @@ import polars as pl
 
 from etl.config import GraphConfig
 from etl.errors import GogookuError
+from etl.files import write_atomic
 from etl.panels.calendar import OUTAGE_DAYS, business_days, trading_calendar
 from etl.sources import raw_store, synth_fins, synth_recovery
 from etl.sources.schema import ENDPOINTS, PUBLISH_REASONS, TRADES_SPEC_GROUPS
@@ -271,7 +272,9 @@ def generate(cfg: Any, out: str | Path, progress: Callable[[str], None] | None =
         "outage_days": [d.isoformat() for d in OUTAGE_DAYS if start <= d <= end],
         "graph_recovery": recovered,
     }
-    (out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_atomic(
+        out / "synthetic.json", json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
     step("done")
     return m
 
@@ -822,6 +825,6 @@ def _write_oracle(out: Path, m: Market) -> None:
     for k, name in enumerate(ORACLE_COLUMNS):
         data[name] = m.ret.oracle[k, t, i]
     frame = pl.DataFrame(data)
-    tmp = out / ".oracle.parquet.tmp"
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
-    tmp.replace(out / "oracle.parquet")
+    write_atomic(
+        out / "oracle.parquet", lambda fh: frame.write_parquet(fh, compression="zstd", statistics=True)
+    )

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from etl.features.registry import CANONICAL, REGISTRY, load_all
+from etl.files import write_atomic
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "features.md"
 SECTIONS = {
@@ -74,9 +75,7 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     target = Path(argv[0]) if argv else DOC
-    tmp = target.with_name(f".{target.name}.tmp")  # a temporary sibling renamed into place: never half a page
-    tmp.write_text(render(), encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(target, render())
     print(f"wrote {target}")
     return 0
 
