@@ -17,7 +17,7 @@ import numpy as np
 
 from model.batch import Batch
 from model.config import ModelConfig
-from model.fan import fan_inputs
+from model.fan import fan_inputs, plain_inputs
 from model.gat import GAT
 from model.heads import QuantileHeads
 from model.temporal import TemporalEncoder
@@ -40,7 +40,10 @@ class ATFTGATFAN(nn.Module):
         x_mask_BLNF = jnp.broadcast_to(jnp.asarray(batch.x_mask_BLNF, bool), x_BLNF.shape)
         stock_mask_BN = jnp.asarray(batch.stock_mask_BN, bool)
         x_mask_BLNF = x_mask_BLNF & stock_mask_BN[:, None, :, None]
-        chans_BLNFC = fan_inputs(x_BLNF, x_mask_BLNF, cfg.fan_top_k)
+        if cfg.fan:
+            chans_BLNFC = fan_inputs(x_BLNF, x_mask_BLNF, cfg.fan_top_k)
+        else:
+            chans_BLNFC = plain_inputs(x_BLNF, x_mask_BLNF)
 
         sel_BND, enrich_BND, h0_BND, c0_BND = StaticContexts(
             cfg.hidden, cfg.n_sector33, cfg.n_market, **kw, name="static"

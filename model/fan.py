@@ -38,3 +38,11 @@ def fan_inputs(x_BLNF: jax.Array, x_mask_BLNF: jax.Array, top_k: int, eps: float
     low, resid = fan_decompose(x, top_k)
     rms = jnp.sqrt(jnp.mean(resid * resid, axis=1, keepdims=True) + eps)
     return jnp.stack([resid / rms, low, valid.astype(jnp.float32)], axis=-1)
+
+
+def plain_inputs(x_BLNF: jax.Array, x_mask_BLNF: jax.Array) -> jax.Array:
+    """The ablation without FAN: (the scaled window itself, 0, validity flag), `[B, L, N, F, 3]` like
+    `fan_inputs`, so the parameter tree is the same and only the normalisation differs."""
+    valid = x_mask_BLNF & jnp.isfinite(x_BLNF)
+    x = jnp.where(valid, x_BLNF, 0.0).astype(jnp.float32)
+    return jnp.stack([x, jnp.zeros_like(x), valid.astype(jnp.float32)], axis=-1)

@@ -215,3 +215,19 @@ def test_gpu_matches_cpu_and_trains(params, batch):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     loss, grads = LOSS_AND_GRAD(jax.device_put(params, gpu), jax.device_put(batch, gpu))
     assert np.isfinite(float(loss)) and all(np.any(g != 0) for _, g in _leaves(grads))
+
+
+def test_ablation_switches_keep_the_parameter_tree_and_change_the_output(params, batch):
+    """`fan=False` feeds the scaled window itself and `gat_layers=0` drops the graph: the same params serve
+    (fan) or a smaller tree without GAT layers serves (gat), outputs differ, and a no-GAT model ignores edges."""
+    no_fan = dataclasses.replace(CFG, fan=False)
+    q_full = np.asarray(APPLY(params, batch))
+    q_no_fan = np.asarray(ATFTGATFAN(no_fan).apply(params, batch))
+    assert np.isfinite(q_no_fan).all() and not np.allclose(q_full, q_no_fan)
+
+    no_gat = dataclasses.replace(CFG, gat_layers=0)
+    p = init_params(no_gat, seed=0, batch=batch)
+    shuffled = batch.replace(edges_BE2=np.asarray(batch.edges_BE2)[:, ::-1][:, :, ::-1])
+    q_a = np.asarray(ATFTGATFAN(no_gat).apply(p, batch))
+    q_b = np.asarray(ATFTGATFAN(no_gat).apply(p, shuffled))
+    np.testing.assert_array_equal(q_a, q_b)
