@@ -218,8 +218,8 @@ def test_gpu_matches_cpu_and_trains(params, batch):
 
 
 def test_ablation_switches_keep_the_parameter_tree_and_change_the_output(params, batch):
-    """`fan=False` feeds the scaled window itself and `gat_layers=0` drops the graph: the same params serve
-    (fan) or a smaller tree without GAT layers serves (gat), outputs differ, and a no-GAT model ignores edges."""
+    """`fan=False` feeds the scaled window itself through the same parameters (outputs differ);
+    `gat_layers=0` drops the graph, so a no-GAT model ignores its edges."""
     no_fan = dataclasses.replace(CFG, fan=False)
     q_full = np.asarray(APPLY(params, batch))
     q_no_fan = np.asarray(ATFTGATFAN(no_fan).apply(params, batch))
