@@ -89,7 +89,10 @@ class TrainConfig:
     clip_norm: float = 1.0  # global gradient-norm clipping
     batch_dates: int = 4  # dates per step (each date is a whole cross-section)
     max_epochs: int = 10
-    patience: int = 3  # evaluations (one per epoch) without a better validation RankIC before stopping
+    max_steps: int = 0  # per fold; 0: no cap (max_epochs decides). The schedule decays over the steps run
+    patience: int = (
+        3  # evaluations (one per epoch) without a better validation RankIC before stopping; 0: off
+    )
     seed: int = 0
     log_every: int = 20  # steps between log lines / metrics records
     checkpoint_every: int = 100  # steps between 'latest' checkpoints (also after every evaluation)
@@ -106,7 +109,7 @@ class TrainConfig:
         for key in ("lr", "clip_norm"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} = {getattr(self, key)}: expected > 0")
-        for key in ("warmup_steps", "patience", "weight_decay"):
+        for key in ("warmup_steps", "patience", "weight_decay", "max_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} = {getattr(self, key)}: expected >= 0")
 
