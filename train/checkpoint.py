@@ -103,7 +103,7 @@ def abstract_state(cfg: ModelConfig, train_cfg: Any, sharding: Any = None) -> An
     from train.step import TrainState, make_optimizer
 
     params = param_shapes(cfg)
-    tx = make_optimizer(train_cfg)
+    tx = make_optimizer(train_cfg.clip_norm, train_cfg.weight_decay)
     state = TrainState(
         jax.ShapeDtypeStruct((), jnp.int32),
         params,

@@ -298,9 +298,10 @@ def train(
     cfg = load_config(config, [*(overrides or []), *extra])
     result = run_training(cfg, resume=resume, overwrite=overwrite, console=console)
     h1 = next(k for k in result if k.startswith("mean_best_valid_rank_ic_h"))
+    ic, ic_h1 = result["mean_best_valid_rank_ic"], result[h1]
     console.print(
         f"train: {len(result['folds'])} folds in {result['seconds']:.0f}s -> {result['run_dir']}; mean best "
-        f"validation RankIC {result['mean_best_valid_rank_ic']:+.4f} (h={h1.rsplit('h', 1)[1]}: {result[h1]:+.4f})",
+        f"validation RankIC {ic:+.4f} (h={h1.rsplit('h', 1)[1]}: {ic_h1:+.4f})",
         highlight=False,
     )
 

@@ -293,7 +293,7 @@ def _read_inputs(features_dir: Path, names: tuple[str, ...], dates: np.ndarray) 
         pl.scan_parquet(files).select(["Code", "Date", *names]).filter(pl.col("Date").is_between(first, last))
     )
     if dates.size < (last - first).days + 1:  # not every session of the range: keep the ones asked for
-        lf = lf.filter(pl.col("Date").is_in(pl.Series(dates.astype("datetime64[D]")).cast(pl.Date)))
+        lf = lf.filter(pl.col("Date").is_in(pl.Series(dates.astype("datetime64[D]")).cast(pl.Date).implode()))
     return lf.with_columns(pl.col(list(names)).cast(pl.Float32)).collect()
 
 

@@ -25,13 +25,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging as absl_logging
 import yaml
+from absl import logging as absl_logging
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from etl.errors import GogookuError
-from model.atft_gat_fan import ATFTGATFAN, example_batch
 from model.config import ModelConfig
 from train import checkpoint
 from train.config import Config, config_dict, load_config, model_config
@@ -42,10 +41,10 @@ from train.step import (
     TrainState,
     batches,
     by_date,
-    compile_train_step,
+    compiled_train_step,
     init_distributed,
     make_mesh,
-    make_optimizer,
+    params_init,
     replicated,
     schedule_array,
     to_mesh,
@@ -306,7 +305,8 @@ def train_fold(run: Run, fold: Fold, n_folds: int) -> dict[str, Any]:
             )
             clock["t"], clock["steps"] = time.perf_counter(), 0
             last["dps"] = dps
-        text = f"loss {last['loss']:.4f}  valid IC {last['valid']:+.4f}  {last.get('dps', float('nan')):.1f} dates/s"
+        dps = last.get("dps", float("nan"))
+        text = f"loss {last['loss']:.4f}  valid IC {last['valid']:+.4f}  {dps:.1f} dates/s"
         reporter.update(step_no, text, log_line)
 
     pending: tuple[int, Any] | None = None
@@ -432,7 +432,8 @@ def _check_resume(run_dir: Path, cfg: Config, ds: Dataset, folds_json: list[dict
         new = [n for n in ds.input_names if n not in saved["inputs"]]
         raise checkpoint.CheckpointMismatch(
             f"{run_dir} was trained on another input list ({len(saved['inputs'])} inputs; now "
-            f"{len(ds.input_names)}; missing now: {', '.join(gone[:5]) or '-'}; new: {', '.join(new[:5]) or '-'}"
+            f"{len(ds.input_names)}; missing now: {', '.join(gone[:5]) or '-'}; "
+            f"new: {', '.join(new[:5]) or '-'}"
             f"{'' if gone or new else '; same names, other order'})"
         )
     saved_cfg = load_config(run_dir / "config.yaml")
@@ -490,20 +491,8 @@ def run_training(
         f"{mesh.devices.flat[0].platform} device(s) -> {run_dir}",
         highlight=False,
     )
-    tx = make_optimizer(cfg.train)
-    model = ATFTGATFAN(model_cfg)
-    init_fn = jax.jit(lambda key: {"params": model.init(key, example_batch(model_cfg))["params"]})
-    run = Run(
-        cfg,
-        ds,
-        model_cfg,
-        mesh,
-        tx,
-        compile_train_step(model_cfg, tx, mesh),
-        init_fn,
-        run_dir,
-        Reporter(console),
-    )
+    tx, step_fn = compiled_train_step(model_cfg, cfg.train.clip_norm, cfg.train.weight_decay, mesh)
+    run = Run(cfg, ds, model_cfg, mesh, tx, step_fn, params_init(model_cfg), run_dir, Reporter(console))
     summaries = []
     for fold in folds:
         done = run_dir / f"fold_{fold.index}" / "summary.json"
@@ -513,10 +502,11 @@ def run_training(
         t0 = time.perf_counter()
         summary = train_fold(run, fold, len(folds))
         h1 = (summary["best_valid"] or {}).get("valid_rank_ic_h", {}).get(str(model_cfg.horizons[0]))
+        h1_text = "-" if h1 is None else f"{h1:+.4f}"
         console.print(
             f"fold {fold.index}: {summary['stop']} after {summary['steps']} steps in "
             f"{time.perf_counter() - t0:.0f}s; best validation RankIC {summary['best_valid_rank_ic']:+.4f} "
-            f"(h={model_cfg.horizons[0]}: {h1 if h1 is None else f'{h1:+.4f}'}) at step {summary['best_step']}",
+            f"(h={model_cfg.horizons[0]}: {h1_text}) at step {summary['best_step']}",
             highlight=False,
         )
         summaries.append(summary)

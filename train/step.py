@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from etl.backend import jax_gpu_problem
 from etl.errors import GogookuError
-from model.atft_gat_fan import ATFTGATFAN
+from model.atft_gat_fan import ATFTGATFAN, example_batch
 from model.config import ModelConfig
 from model.losses import total_loss
 from train.config import TrainConfig
@@ -82,15 +82,15 @@ def to_mesh(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(clip_norm: float, weight_decay: float) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW at unit learning rate: the step scales the update by
     `learning_rate(step, schedule_3)`, so one compiled step serves folds of any length.
 
     Weight decay (decoupled, times the learning rate) applies to matrices only, not to biases and norms."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(1.0, weight_decay=cfg.weight_decay, mask=decay_mask),
+        optax.clip_by_global_norm(clip_norm),
+        optax.adamw(1.0, weight_decay=weight_decay, mask=decay_mask),
     )
 
 
@@ -157,17 +157,27 @@ def schedule_array(cfg: TrainConfig, total_steps: int) -> np.ndarray:
     return np.array([cfg.lr, cfg.warmup_steps, total_steps], np.float32)
 
 
-def compile_train_step(
-    cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
-) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """`train_step` jitted for the mesh: state and arrays replicated, date indices sharded, state donated.
-
-    Call as `step(state, arrays, date_idx_B, label_idx_B, schedule_3)`."""
+@functools.lru_cache(maxsize=4)
+def compiled_train_step(
+    cfg: ModelConfig, clip_norm: float, weight_decay: float, mesh: Mesh
+) -> tuple[optax.GradientTransformation, Callable[..., tuple[TrainState, dict[str, jax.Array]]]]:
+    """The optimizer and `train_step` jitted for the mesh: state and arrays replicated, date indices
+    sharded, state donated. Cached: every fold and run of a process with this model and optimizer shares
+    one compilation. Call as `step(state, arrays, date_idx_B, label_idx_B, schedule_3)`."""
+    tx = make_optimizer(clip_norm, weight_decay)
     rep, dates = replicated(mesh), by_date(mesh)
     step = functools.partial(train_step, cfg=cfg, tx=tx)
-    return jax.jit(
+    jitted = jax.jit(
         step, in_shardings=(rep, rep, dates, dates, rep), out_shardings=(rep, rep), donate_argnums=0
     )
+    return tx, jitted
+
+
+@functools.lru_cache(maxsize=4)
+def params_init(cfg: ModelConfig) -> Callable[[jax.Array], Any]:
+    """Jitted key -> fresh float32 parameters (cached like the step: one compilation per model config)."""
+    model = ATFTGATFAN(cfg)
+    return jax.jit(lambda key: {"params": model.init(key, example_batch(cfg))["params"]})
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
