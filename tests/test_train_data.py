@@ -1,5 +1,6 @@
-"""train/data.py: per-date scaling and rank labels against pandas, the universe and the stock slots against the
-store read directly, windows that follow each stock, and no look-ahead (the future perturbed, byte for byte)."""
+"""train/data.py: per-date scaling and rank labels against pandas, the universe and the stock slots against
+the store read directly, windows that follow each stock, and no look-ahead (the future perturbed, byte for
+byte)."""
 
 from __future__ import annotations
 

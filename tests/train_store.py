@@ -60,3 +60,45 @@ def run_config(features: Path, runs: Path, **train: object) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def first_losses(config_path: str | Path, steps: int) -> dict:
+    """Losses of the first `steps` training steps of fold 0 on every visible device (a mesh over them),
+    through the same compiled step, data placement and date order as `gogooku train`."""
+    import jax
+    import numpy as np
+
+    from train.config import load_config, model_config
+    from train.data import load_dataset
+    from train.loop import epoch_order
+    from train.splits import make_folds
+    from train.step import (
+        TrainState,
+        by_date,
+        compiled_train_step,
+        make_mesh,
+        params_init,
+        replicated,
+        schedule_array,
+        to_mesh,
+    )
+
+    cfg = load_config(config_path)
+    mesh = make_mesh(cfg.device)
+    ds = load_dataset(cfg, sharding=replicated(mesh))
+    mc = model_config(cfg, len(ds.input_names))
+    fold = make_folds(len(ds.dates), cfg.train.folds, max_horizon=max(mc.horizons), first=mc.lookback - 1)[0]
+    tx, step = compiled_train_step(mc, cfg.train.clip_norm, cfg.train.weight_decay, mesh)
+    params = params_init(mc)(jax.random.key(0))
+    state = TrainState(
+        np.zeros((), np.int32), params, tx.init(params), jax.random.key_data(jax.random.key(1))
+    )
+    state = jax.tree.map(lambda a: to_mesh(np.asarray(a), replicated(mesh)), state)
+    schedule = to_mesh(schedule_array(cfg.train, steps), replicated(mesh))
+    order = epoch_order(fold.train, cfg.train.seed, 0, 0)
+    b, losses = cfg.train.batch_dates, []
+    for i in range(steps):
+        d = to_mesh(order[i * b : (i + 1) * b].astype(np.int32), by_date(mesh))
+        state, metrics = step(state, ds.arrays, d, d, schedule)
+        losses.append(float(metrics["loss"]))
+    return {"devices": mesh.size, "losses": losses}
