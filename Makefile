@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 CONFIG ?= configs/demo.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format pytest demo etl etl-gpu bench bench-gpu clean
+.PHONY: setup test lint format pytest demo etl etl-gpu ablate bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ etl: setup
 
 etl-gpu: setup
 	$(BIN)/gogooku etl --config $(CONFIG) --device gpu
+
+# What each part of the model adds: full, no_gat, no_fan, shuffled_graph x 3 seeds (docs/train.md);
+# rerunning it skips the pairs already evaluated.
+ablate: setup
+	$(BIN)/gogooku ablate --config $(CONFIG)
 
 # CPU benchmarks at full market scale (tens of minutes); results go in docs/benchmarks.md.
 bench: setup

@@ -11,12 +11,23 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from train_store import INPUTS, run_config, small_store
 
 from etl.config import ConfigError
 from etl.errors import GogookuError
+from etl.graph.build import read_graph_edges
 from train.config import DataConfig, load_config
-from train.data import design_matrix, gather_batch, load_dataset, rank_normalise, resolve_inputs, robust_scale
+from train.data import (
+    design_matrix,
+    gather_batch,
+    load_dataset,
+    rank_normalise,
+    resolve_inputs,
+    robust_scale,
+    shuffle_edges,
+)
 
 LOOKBACK = 8
 
@@ -26,10 +37,14 @@ def store(tmp_path_factory):
     return small_store(tmp_path_factory.getbasetemp())
 
 
-def _cfg(store, **data):
+def _overrides(store, **data):
     raw = run_config(store, store.parent / "runs")
     raw["data"].update(data)
-    return load_config(None, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in _flat(raw)])
+    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in _flat(raw)]
+
+
+def _cfg(store, **data):
+    return load_config(None, _overrides(store, **data))
 
 
 def _flat(d, prefix=""):
@@ -203,3 +218,65 @@ def test_inputs_must_be_role_i_columns(store):
         resolve_inputs(catalog, DataConfig(inputs=("nope",)))
     with pytest.raises(ConfigError, match="data.inputs = 'some'"):
         load_config(None, ["data.inputs=some"])
+
+
+def _relabelling(before_E2: np.ndarray, after_E2: np.ndarray) -> dict[int, int]:
+    """The slot map that turns one date's edges into the other's; fails where none is a function."""
+    mapping: dict[int, int] = {}
+    for a, b in zip(before_E2.ravel().tolist(), after_E2.ravel().tolist(), strict=True):
+        assert mapping.setdefault(a, b) == b, f"slot {a} sent to both {mapping[a]} and {b}"
+    return mapping
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), data=st.data())
+def test_shuffled_edges_relabel_each_date_by_a_permutation_of_its_universe(seed, data):
+    n_dates, n_pad, e_pad = 3, 9, 12
+    universe_TN = np.array(
+        data.draw(st.lists(st.booleans(), min_size=n_dates * n_pad, max_size=n_dates * n_pad))
+    )
+    universe_TN = universe_TN.reshape(n_dates, n_pad)
+    rng = np.random.default_rng(seed)
+    edges_TE2 = rng.integers(0, n_pad, (n_dates, e_pad, 2)).astype(np.int32)
+    mask_TE = rng.random((n_dates, e_pad)) < 0.7
+    out_TE2 = shuffle_edges(edges_TE2, mask_TE, universe_TN, seed)
+    assert out_TE2.dtype == edges_TE2.dtype
+    np.testing.assert_array_equal(out_TE2[~mask_TE], edges_TE2[~mask_TE])  # padding untouched
+    for t in range(n_dates):
+        mapping = _relabelling(edges_TE2[t][mask_TE[t]], out_TE2[t][mask_TE[t]])
+        assert len(set(mapping.values())) == len(mapping)  # one-to-one
+        for a, b in mapping.items():
+            assert universe_TN[t, a] == universe_TN[t, b]  # universe slots among themselves
+            assert universe_TN[t, a] or a == b  # the others stay
+        degree_after = np.bincount(out_TE2[t][mask_TE[t]].ravel(), minlength=n_pad)
+        degree_before = np.bincount(edges_TE2[t][mask_TE[t]].ravel(), minlength=n_pad)
+        assert sorted(degree_after) == sorted(degree_before)
+    np.testing.assert_array_equal(shuffle_edges(edges_TE2, mask_TE, universe_TN, seed), out_TE2)
+
+
+def test_the_shuffled_graph_is_seeded_per_date_and_the_correlation_graph_is_the_file(store, ds):
+    """(The same seed giving the same permutations is the property test's last line.)"""
+    edges = read_graph_edges(store)[0]
+    for ours, file in (
+        ("edges_TE2", "edges_TE2"),
+        ("edge_mask_TE", "mask_TE"),
+        ("edge_feat_TEC", "feat_TEF"),
+    ):
+        assert np.asarray(getattr(ds.arrays, ours)).tobytes() == getattr(edges, file).tobytes()
+
+    shuffled = load_dataset(_cfg(store, graph="shuffled"))
+    other = load_dataset(load_config(None, [*_overrides(store, graph="shuffled"), "train.seed=1"]))
+    got_TE2 = np.asarray(shuffled.arrays.edges_TE2)
+    assert not np.array_equal(np.asarray(other.arrays.edges_TE2), got_TE2)
+    np.testing.assert_array_equal(np.asarray(shuffled.arrays.edge_mask_TE), edges.mask_TE)
+    np.testing.assert_array_equal(np.asarray(shuffled.arrays.edge_feat_TEC), edges.feat_TEF)
+    np.testing.assert_array_equal(got_TE2[~edges.mask_TE], edges.edges_TE2[~edges.mask_TE])
+    maps = []
+    for t in np.flatnonzero(edges.mask_TE.sum(1) > 4):
+        mapping = _relabelling(edges.edges_TE2[t][edges.mask_TE[t]], got_TE2[t][edges.mask_TE[t]])
+        assert len(set(mapping.values())) == len(mapping)
+        assert all(ds.stock_mask_TN[t, a] == ds.stock_mask_TN[t, b] for a, b in mapping.items())
+        maps.append(mapping)
+    assert sum(any(a != b for a, b in m.items()) for m in maps) > 0.9 * len(maps)  # stocks do move
+    assert len({tuple(sorted(m.items())) for m in maps}) > 1  # another permutation per date
+    assert "shuffled" in shuffled.inputs_record()["graph"] and ds.inputs_record()["graph"] == "correlation"

@@ -86,6 +86,9 @@ class DataConfig:
     min_turnover_20d: float = 0.0  # yen: mean TurnoverValue over the last 20 sessions (0: no floor)
     clip: float = 5.0  # robust z-scores are clipped to +-clip
     pad_multiple: int = 0  # Npad rounds up to this; 0: 128 on a GPU, 8 on a CPU
+    # "correlation": each date's correlation graph; "shuffled" (ablation): its edges relabelled by a random
+    # permutation of the date's universe stocks (seeded by train.seed), so only the degree structure is kept
+    graph: Literal["correlation", "shuffled"] = "correlation"
 
     def validate(self) -> None:
         if isinstance(self.inputs, str) and self.inputs != "all":

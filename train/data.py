@@ -49,6 +49,7 @@ MAD_TO_SD = 1.4826  # MAD x this = the standard deviation of a normal sample
 MEAN_AD_TO_SD = 1.2533  # mean absolute deviation x this = the same, where the MAD is 0
 TURNOVER_WINDOW = 20
 YEAR_BLOCK = 256  # a store year (at most ~250 sessions), padded: read, scaled and moved at once
+GRAPH_SHUFFLE_STREAM = 0x5EED  # with train.seed, the random stream of the shuffled graph's permutations
 
 Progress = Callable[[str, int, int], None]
 
@@ -297,8 +298,35 @@ def _read_inputs(features_dir: Path, names: tuple[str, ...], dates: np.ndarray) 
     return lf.with_columns(pl.col(list(names)).cast(pl.Float32)).collect()
 
 
-def _edges(features_dir: Path, index: _Index, put: Callable[[np.ndarray], Any]) -> tuple[tuple, int]:
-    """The edge file's padded arrays on the device, after checking it covers the store's dates."""
+def shuffle_edges(
+    edges_TE2: np.ndarray, mask_TE: np.ndarray, universe_TN: np.ndarray, seed: int
+) -> np.ndarray:
+    """Each date's edges relabelled by a random permutation of that date's universe slots (another per date).
+
+    Slots outside the universe keep their label and padding edges (mask False) are untouched, so every
+    slot's degree moves with it: the degree multiset is kept, who links to whom is random. Edge features stay
+    with their edge. The same seed gives the same permutations.
+    """
+    rng = np.random.default_rng([seed, GRAPH_SHUFFLE_STREAM])
+    universe_TN = np.asarray(universe_TN, bool)
+    # stable sorts: the universe slots first (ascending, resp. in random order), then the rest ascending
+    ascending_TN = np.argsort(~universe_TN, axis=1, kind="stable")
+    shuffled_TN = np.argsort(np.where(universe_TN, rng.random(universe_TN.shape), 2.0), axis=1, kind="stable")
+    perm_TN = np.empty_like(ascending_TN)
+    np.put_along_axis(perm_TN, ascending_TN, shuffled_TN, axis=1)
+    t_TE2 = np.arange(edges_TE2.shape[0])[:, None, None]
+    relabelled_TE2 = perm_TN[t_TE2, edges_TE2].astype(edges_TE2.dtype)
+    return np.where(np.asarray(mask_TE, bool)[..., None], relabelled_TE2, edges_TE2)
+
+
+def _edges(
+    features_dir: Path,
+    index: _Index,
+    put: Callable[[np.ndarray], Any],
+    shuffle: tuple[np.ndarray, int] | None,
+) -> tuple[tuple, int]:
+    """The edge file's padded arrays on the device, after checking it covers the store's dates; `shuffle`
+    = (universe_TN, seed) relabels them by `shuffle_edges`."""
     path = features_dir / EDGES_FILE
     if path.is_file():
         with np.load(path) as f:
@@ -309,7 +337,8 @@ def _edges(features_dir: Path, index: _Index, put: Callable[[np.ndarray], Any]) 
                 "rebuild it with `gogooku etl`"
             )
     e = read_graph_edges(features_dir)[0]
-    return (put(e.edges_TE2), put(e.mask_TE), put(e.feat_TEF)), e.epad
+    edges_TE2 = e.edges_TE2 if shuffle is None else shuffle_edges(e.edges_TE2, e.mask_TE, *shuffle)
+    return (put(edges_TE2), put(e.mask_TE), put(e.feat_TEF)), e.epad
 
 
 def _scaled_inputs(
@@ -392,7 +421,9 @@ def load_dataset(
     index = _build_index(keys, pad)
     host = _universe_and_labels(index, keys, data_cfg, horizons)
     del keys
-    edges, e_pad = _edges(features_dir, index, put)
+    seed = cfg.train.seed
+    shuffle = (host["stock_mask_TN"], seed) if data_cfg.graph == "shuffled" else None
+    edges, e_pad = _edges(features_dir, index, put, shuffle)
 
     x_TNF = _scaled_inputs(
         features_dir, index, names, host["stock_mask_TN"], data_cfg.clip, dtype, placement, report
@@ -417,6 +448,9 @@ def load_dataset(
             "exclude_sector9999": data_cfg.exclude_sector9999,
             "min_turnover_20d": data_cfg.min_turnover_20d,
         },
+        "graph": "correlation"
+        if shuffle is None
+        else f"shuffled: each date's edges relabelled by a random permutation of its universe (seed {seed})",
         "scaling": f"per date: (x - median) / (MAD x {MAD_TO_SD}) over the universe, clipped",
         "clip": data_cfg.clip,
         "labels": "train: per-date rank-normalised target_{h}d; evaluation: raw target_{h}d",

@@ -825,11 +825,11 @@ def _pm_pct(mean: float, std: float) -> str:
     return f"{fmt_pct(mean)} ± {100 * std:.1f}%"
 
 
-def _ablation_values(
+def ablation_values(
     run: Path, split: str, h: int
 ) -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
-    """Per variant and seed, the model's whole-split aggregates at horizon h; and the seed folders that hold
-    no evaluation."""
+    """Per variant and seed, the model's whole-split aggregates at horizon h (ABLATION_METRICS' keys); and the
+    seed folders that hold no evaluation. Variants in VARIANTS order, then any other folder by name."""
     values: dict[str, dict[int, dict[str, float]]] = {}
     unevaluated = []
     variants = sorted(p.name for p in (run / "ablation").iterdir() if p.is_dir())
@@ -845,39 +845,63 @@ def _ablation_values(
     return values, unevaluated
 
 
+@dataclass(frozen=True)
+class AblationStat:
+    """One variant's value of one metric across seeds, and what the part it removes adds to the full model."""
+
+    variant: str
+    seeds: list[int]
+    mean: float  # over the variant's seeds
+    std: float  # their sample std (ddof 1); NaN with fewer than two
+    paired_seeds: list[int]  # the seeds both it and the full model have
+    adds_mean: float  # full minus the variant, seed by seed over paired_seeds: mean (NaN for full itself)
+    adds_std: float  # and sample std (ddof 1)
+
+
+def ablation_stats(values: dict[str, dict[int, dict[str, float]]], key: str) -> list[AblationStat]:
+    """Per variant of `ablation_values`, the mean ± std across seeds of `key` and the paired difference to
+    the full model: the one aggregation behind the report's ablation tables and `gogooku ablate`'s."""
+    full = values.get("full")
+    out = []
+    for variant, seeds in values.items():
+        mean, std, _ = _mean_std(v[key] for v in seeds.values())
+        common = sorted(set(seeds) & set(full)) if full is not None and variant != "full" else []
+        adds_mean, adds_std, _ = _mean_std(full[s][key] - seeds[s][key] for s in common)
+        out.append(AblationStat(variant, sorted(seeds), mean, std, common, adds_mean, adds_std))
+    return out
+
+
 def _ablations_section(run: Path, head: Headline) -> str:
     if not (run / "ablation").is_dir():
         return _note("no ablation in this run: run `gogooku ablate`")
     h = head.horizons[0]
-    values, unevaluated = _ablation_values(run, head.split, h)
+    values, unevaluated = ablation_values(run, head.split, h)
     if not values:
         return _note(f"ablation/ holds no evaluated seed ({head.split} split): run `gogooku ablate`")
     columns = [c for c, *_ in ABLATION_METRICS]
+    stats = {key: {a.variant: a for a in ablation_stats(values, key)} for _, _, key, _ in ABLATION_METRICS}
     rows = []
     for variant, seeds in values.items():
         cells = [VARIANTS.get(variant, variant), ", ".join(str(s) for s in seeds)]
         for _, _, key, fmt in ABLATION_METRICS:
-            mean, std, _ = _mean_std(v[key] for v in seeds.values())
-            cells.append(fmt(mean, std))
+            cells.append(fmt(stats[key][variant].mean, stats[key][variant].std))
         rows.append(cells)
     out = [
         f'<p class="caption">h = {h}d, whole {head.split} split of each seed; mean ± std (ddof 1) across '
         "seeds.</p>",
         _table(["variant", "seeds", *columns], rows, 2),
     ]
-    full = values.get("full")
-    if full is None:
+    if "full" not in values:
         out.append(_note("no full-model seeds in ablation/full: what each part adds is not known"))
     else:
         adds = []
-        for variant, seeds in values.items():
+        for variant in values:
             if variant == "full":
                 continue
-            common = sorted(set(seeds) & set(full))
+            common = stats[ABLATION_METRICS[0][2]][variant].paired_seeds
             cells = [PARTS.get(variant, f"full - {variant}"), ", ".join(map(str, common)) or DASH]
             for _, _, key, fmt in ABLATION_METRICS:
-                mean, std, _ = _mean_std(full[s][key] - seeds[s][key] for s in common)
-                cells.append(fmt(mean, std))
+                cells.append(fmt(stats[key][variant].adds_mean, stats[key][variant].adds_std))
             adds.append(cells)
         if adds:
             out.append(
