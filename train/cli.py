@@ -279,6 +279,76 @@ def report(
     stdout.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
+# --- training: `gogooku folds`, `gogooku train` (train/splits.py, train/loop.py; docs/train.md) ---
+
+
+@app.command()
+@user_errors
+def folds(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Print the walk-forward folds of the feature store: each segment's dates and session counts."""
+    from train.config import load_config
+    from train.data import store_dates
+    from train.splits import fold_records, make_folds
+
+    cfg = load_config(config, overrides)
+    dates = store_dates(cfg.paths.features)
+    folds_ = make_folds(
+        len(dates), cfg.train.folds, max_horizon=max(cfg.model.horizons), first=cfg.model.lookback - 1
+    )
+    f = cfg.train.folds
+    table = Table(
+        title=f"{len(folds_)} walk-forward folds over {len(dates)} sessions ({dates[0]}..{dates[-1]}): "
+        f"{f.mode} training, embargo {f.embargo}, labels up to {max(cfg.model.horizons)} sessions ahead"
+    )
+    table.add_column("fold", justify="right")
+    for name in ("train", "valid", "test"):
+        table.add_column(f"{name} dates")
+        table.add_column(name, justify="right")
+    for rec in fold_records(folds_, dates):
+        cells = [str(rec["fold"])]
+        for name in ("train", "valid", "test"):
+            seg = rec[name]
+            cells += [f"{seg['first']}..{seg['last']}", str(seg["sessions"])]
+        table.add_row(*cells)
+    out = Console()
+    Console(width=max(out.width, 120) if not out.is_terminal else None).print(table)
+
+
+@app.command()
+@user_errors
+def train(
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this folder (its config.yaml unless --config).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop each fold after this many steps (quick checks).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of the same train.name.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or gpu (default: config device).")] = None,
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Train ATFT-GAT-FAN walk-forward on the feature store into paths.runs/train.name (docs/train.md)."""
+    from pathlib import Path
+
+    from train.config import load_config
+    from train.loop import run_training
+
+    extra = [f"train.max_steps={max_steps}"] if max_steps is not None else []
+    extra += [f"device={device}"] if device is not None else []
+    if config is None and resume is not None:
+        config = str(Path(resume) / "config.yaml")
+    cfg = load_config(config, [*(overrides or []), *extra])
+    result = run_training(cfg, resume=resume, overwrite=overwrite, console=console)
+    h1 = next(k for k in result if k.startswith("mean_best_valid_rank_ic_h"))
+    ic, ic_h1 = result["mean_best_valid_rank_ic"], result[h1]
+    console.print(
+        f"train: {len(result['folds'])} folds in {result['seconds']:.0f}s -> {result['run_dir']}; mean best "
+        f"validation RankIC {ic:+.4f} (h={h1.rsplit('h', 1)[1]}: {ic_h1:+.4f})",
+        highlight=False,
+    )
+
+
 def main() -> None:
     app()
 
