@@ -6,9 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 CONFIG ?= configs/demo.yaml
+# the run folder of CONFIG (paths.runs/train.name)
+RUN ?= runs/demo
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format pytest demo etl etl-gpu ablate bench bench-gpu clean
+# Every target is phony: `train` and `bench` are also folder names, which make would take as up to date.
+.PHONY: setup test lint format pytest demo etl etl-gpu train evaluate baseline report ablate bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -32,9 +35,27 @@ pytest: setup
 
 test: lint pytest
 
+# The whole product on the synthetic market: data, features, LightGBM, ATFT-GAT-FAN, scores, report.
 demo: setup
 	$(BIN)/gogooku synth --config $(CONFIG)
 	$(BIN)/gogooku etl --config $(CONFIG)
+	$(BIN)/gogooku train --config $(CONFIG) --overwrite
+	$(BIN)/gogooku baseline --config $(CONFIG)
+	$(BIN)/gogooku evaluate --run $(RUN)
+	$(BIN)/gogooku report --run $(RUN)
+
+# Walk-forward training on the feature store (docs/train.md); a rerun replaces the run of the same train.name.
+train: setup
+	$(BIN)/gogooku train --config $(CONFIG) --overwrite
+
+baseline: setup
+	$(BIN)/gogooku baseline --config $(CONFIG)
+
+evaluate: setup
+	$(BIN)/gogooku evaluate --run $(RUN)
+
+report: setup
+	$(BIN)/gogooku report --run $(RUN)
 
 etl: setup
 	$(BIN)/gogooku etl --config $(CONFIG)

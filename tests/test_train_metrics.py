@@ -26,7 +26,7 @@ from etl.config import ConfigError
 from etl.errors import GogookuError
 from train import metrics
 from train.config import SESSIONS_PER_YEAR, load_config
-from train.metrics import MetricsConfig, rank_ic, score, summarise
+from train.metrics import MetricsConfig, rank_ic, score, select_dates, summarise
 
 D, N, H = 40, 30, 3
 HORIZONS = (1, 2, 5)
@@ -547,3 +547,53 @@ def test_summary_is_plain_json(scored):
     assert "NaN" not in text
     with pytest.raises(GogookuError, match="horizon"):
         summarise(scored, (1, 2))
+
+
+def test_select_dates_gives_the_aggregates_of_the_kept_dates(market, scored):
+    """A prefix of the sequence scored alone is the sequence restricted to it (the portfolios start from
+    cash either way); an inner segment's signal and JPX aggregates are its own."""
+    m = market
+    prefix = 25
+    alone = run(
+        {
+            **m,
+            "pred": m["pred"][:prefix],
+            "ret": m["ret"][:prefix],
+            "mask": m["mask"][:prefix],
+            "daily": m["daily"][: prefix + 1],
+            "topix": m["topix"][: prefix + 1],
+        }
+    )
+    cut = jax.tree.map(np.asarray, select_dates(scored, np.arange(D) < prefix))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[:prefix]), alone.per_date, cut.per_date)
+    # the same values reduced over arrays of another length: float32 sums may round differently
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=RATIO_RTOL, atol=RET_TOL),
+        alone.aggregate,
+        cut.aggregate,
+    )
+    assert np.isnan(cut.per_date["long_short"]["turnover"][prefix:]).all()
+    lo, hi = 12, 30
+    inner = run(
+        {
+            **m,
+            "pred": m["pred"][lo:hi],
+            "ret": m["ret"][lo:hi],
+            "mask": m["mask"][lo:hi],
+            "daily": m["daily"][lo : hi + 1],
+            "topix": m["topix"][lo : hi + 1],
+        }
+    )
+    cut = jax.tree.map(np.asarray, select_dates(scored, (np.arange(D) >= lo) & (np.arange(D) < hi)))
+    for part in ("signal", "jpx"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=RATIO_RTOL, atol=RET_TOL),
+            inner.aggregate[part],
+            cut.aggregate[part],
+        )
+    everything = jax.tree.map(np.asarray, select_dates(scored, np.ones(D, bool)))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0),
+        scored.aggregate,
+        everything.aggregate,
+    )

@@ -349,6 +349,87 @@ def train(
     )
 
 
+# --- evaluation: `gogooku evaluate`, `gogooku baseline`, `gogooku predict` (train/evaluate.py,
+# train/baseline.py, train/predict.py; docs/evaluate.md) ---
+
+RunOption = Annotated[
+    str, typer.Option("--run", help="Run folder, e.g. runs/demo (gogooku train writes it).")
+]
+SplitOption = Annotated[str, typer.Option(help="Which segment of each fold to score: test or valid.")]
+
+
+def _print_rank_ic(results: dict[str, dict[str, Any]], split: str) -> None:
+    """One line per model: its RankIC on the split at every horizon (metrics.json's overall mean)."""
+    out = Console(soft_wrap=True)
+    for model, metrics in results.items():
+        cells = []
+        for h in metrics["horizons"]:
+            value = metrics["overall"]["horizons"][f"{h}d"]["signal"]["rank_ic_mean"]
+            cells.append(f"{h}d {value:+.4f}" if value is not None else f"{h}d -")
+        out.print(f"{split} RankIC {model:12s} " + "  ".join(cells), highlight=False)
+
+
+@app.command()
+@user_errors
+def evaluate(run: RunOption, split: SplitOption = "test", overrides: OverridesArg = None) -> None:
+    """Score a run on its folds' test (or validation) dates: the model from each fold's best checkpoint,
+    the synthetic oracle (where the raw store has one) and the 5-day reversal, each into
+    RUN/eval/SPLIT/MODEL/ (docs/evaluate.md). Overrides: eval.key=value only."""
+    from train.evaluate import evaluate_run
+
+    results = evaluate_run(run, split, overrides=overrides, console=console)
+    _print_rank_ic(results, split)
+    console.print(f"evaluate: {', '.join(results)} -> {escape(str(run))}/eval/{split}/", highlight=False)
+
+
+@app.command()
+@user_errors
+def baseline(
+    split: SplitOption = "test", config: ConfigOption = None, overrides: OverridesArg = None
+) -> None:
+    """Train LightGBM on the config's folds (one model per fold and horizon, the model's inputs at date t
+    and its rank labels, early stopping on validation dates only) and score it into
+    paths.runs/train.name/eval/SPLIT/lightgbm/ (docs/evaluate.md)."""
+    from train.baseline import run_baseline
+    from train.config import load_config
+
+    metrics = run_baseline(load_config(config, overrides), split, console=console)
+    _print_rank_ic({"lightgbm": metrics}, split)
+
+
+@app.command()
+@user_errors
+def predict(
+    run: RunOption,
+    date: Annotated[
+        str | None, typer.Option(help="Session to rank, YYYY-MM-DD (default: the feature store's last).")
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Output file, .csv or .parquet by suffix (default: RUN/ranking_DATE.csv)."),
+    ] = None,
+) -> None:
+    """Rank the stocks to trade on in the session after DATE with the run's most recent model: the LAST
+    fold's best checkpoint. Per horizon: the median prediction as the score, the other quantiles and the
+    rank, with company name and sector (docs/evaluate.md)."""
+    from pathlib import Path
+
+    from train.predict import ranking, write_ranking
+
+    frame = ranking(run, date, console=console)
+    day = frame["Date"][0]
+    path = write_ranking(frame, out or Path(run) / f"ranking_{day}.csv")
+    score = next(c for c in frame.columns if c.startswith("score_"))
+    table = Table(title=f"top 10 of {frame.height} on {day} by {score}")
+    for column in ("Code", "CompanyName", "Sector33CodeName", score):
+        table.add_column(column, justify="right" if column == score else "left")
+    for row in frame.head(10).iter_rows(named=True):
+        name, sector = row["CompanyName"] or "", row["Sector33CodeName"] or ""
+        table.add_row(row["Code"], escape(name), escape(sector), f"{row[score]:+.5f}")
+    Console(soft_wrap=True).print(table)
+    console.print(f"predict: {frame.height} stocks -> {escape(str(path))}", highlight=False)
+
+
 # --- ablations: `gogooku ablate` (train/ablate.py; docs/train.md) ---
 
 

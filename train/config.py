@@ -160,6 +160,40 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """The LightGBM baseline of `gogooku baseline` (train/baseline.py, docs/evaluate.md): one model per fold
+    and horizon on the model's inputs at date t and its rank-normalised labels. The defaults are sized for
+    the demo (all folds and horizons in about a minute on two cores)."""
+
+    num_boost_round: int = 200  # most trees; early stopping usually ends far sooner
+    learning_rate: float = 0.1
+    num_leaves: int = 31
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.25  # share of the inputs each tree may split on
+    bagging_fraction: float = 0.25  # share of the training rows each tree sees (1: all, no bagging)
+    max_bin: int = 63  # histogram bins per input
+    early_stopping_rounds: int = 10  # trees without a better validation RankIC before stopping
+    num_threads: int = 0  # 0: every CPU core; identical predictions need the same count
+    seed: int = 0
+
+    def validate(self) -> None:
+        for key in ("num_boost_round", "num_leaves", "min_data_in_leaf", "early_stopping_rounds"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"baseline.{key} = {getattr(self, key)}: expected >= 1")
+        if self.num_leaves < 2:
+            raise ConfigError(f"baseline.num_leaves = {self.num_leaves}: expected >= 2")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"baseline.learning_rate = {self.learning_rate}: expected > 0")
+        for key in ("feature_fraction", "bagging_fraction"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ConfigError(f"baseline.{key} = {getattr(self, key)}: expected 0 < value <= 1")
+        if self.max_bin < 2:
+            raise ConfigError(f"baseline.max_bin = {self.max_bin}: expected >= 2")
+        if self.num_threads < 0:
+            raise ConfigError(f"baseline.num_threads = {self.num_threads}: expected >= 0")
+
+
+@dataclass(frozen=True)
 class RunModelConfig(ModelConfig):
     """The model section: a ModelConfig plus the name it was read from ('' = the built-in defaults)."""
 
@@ -179,6 +213,7 @@ class Config:
     model: RunModelConfig = field(default_factory=RunModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: MetricsConfig = field(default_factory=MetricsConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from model.config import ModelConfig
 from train import checkpoint
 from train.config import Config, config_dict, load_config, model_config
 from train.data import Dataset, load_dataset
+from train.runs import device_name, record_stage
 from train.splits import Fold, fold_records, make_folds
 from train.step import (
     MODULES,
@@ -524,4 +525,5 @@ def run_training(
         "seconds": time.perf_counter() - started,
     }
     write_atomic(run_dir / "summary.json", json.dumps(result, indent=1))
+    record_stage(run_dir, "train", result["seconds"], device_name(mesh.devices.flat[0]))
     return result

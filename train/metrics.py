@@ -35,7 +35,7 @@ from jax import lax
 from etl.errors import GogookuError
 from train.config import SESSIONS_PER_YEAR, MetricsConfig
 
-__all__ = ["SESSIONS_PER_YEAR", "MetricsConfig", "Scores", "rank_ic", "score", "summarise"]
+__all__ = ["SESSIONS_PER_YEAR", "MetricsConfig", "Scores", "rank_ic", "score", "select_dates", "summarise"]
 
 
 class Scores(NamedTuple):
@@ -473,6 +473,27 @@ def _aggregates(per_date: dict[str, Any]) -> dict[str, Any]:
     jpx_score_H = jnp.where(jpx_std_H > 0, jpx_mean_H / jpx_std_H, jnp.nan)
     out["jpx"] = {"score": jpx_score_H, "mean": jpx_mean_H, "std": jpx_std_H}
     return out
+
+
+@jax.jit
+def select_dates(scores: Scores, keep_D: jax.Array) -> Scores:
+    """`scores` restricted to the dates where `keep_D` is true: the other dates' per-date values become NaN
+    and the aggregates are taken over the kept dates (every aggregate skips NaN days).
+
+    This is how one scored sequence yields the figures of its parts (a run's folds) without compiling the
+    scorer for each part's length. Kept dates keep the values they have in the whole sequence: the signal
+    metrics and the JPX spread are a date's own anyway, and the portfolios enter the first kept date with
+    the book of the date before it (`score` of the kept dates alone would start from cash).
+    """
+    keep_D = jnp.asarray(keep_D, bool)
+
+    def cut(x: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            return x  # stock counts and holdings: not aggregated
+        return jnp.where(keep_D.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.nan)
+
+    per_date = jax.tree.map(cut, scores.per_date)
+    return Scores(per_date=per_date, aggregate=_aggregates(per_date))
 
 
 def _signal_aggregates(signal: dict[str, jax.Array]) -> dict[str, jax.Array]:
