@@ -306,8 +306,9 @@ def train_fold(run: Run, fold: Fold, n_folds: int) -> dict[str, Any]:
             )
             clock["t"], clock["steps"] = time.perf_counter(), 0
             last["dps"] = dps
-        dps = last.get("dps", float("nan"))
-        text = f"loss {last['loss']:.4f}  valid IC {last['valid']:+.4f}  {dps:.1f} dates/s"
+        valid = "  -    " if np.isnan(last["valid"]) else f"{last['valid']:+.4f}"  # before the first
+        speed = f"  {last['dps']:.1f} dates/s" if "dps" in last else ""
+        text = f"loss {last['loss']:.4f}  valid IC {valid}{speed}"
         reporter.update(step_no, text, log_line)
 
     pending: tuple[int, Any] | None = None
