@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from etl.errors import GogookuError
 from train.ablate import parse_variants, run_ablation, variant_config
 from train.cli import app
-from train.report import render_report
+from train.report import PARTS, fmt_pm, render_report
 
 VARIANTS = ["full", "shuffled_graph"]
 
@@ -97,8 +97,10 @@ def test_a_rerun_skips_what_is_evaluated(ablation):
     assert out.exit_code == 0, out.output
     assert out.output.count("skipped") == 4 and "started" not in out.output
     text = " ".join(out.output.split())
-    for row in result.stats:  # the printed table holds the aggregation's numbers
-        assert f"{row.mean:+.4f}" in text
+    for row in result.stats:  # the printed table holds the aggregation's numbers, none cut short
+        assert fmt_pm(row.mean, row.std, 4) in text
+        if row.variant != "full":
+            assert fmt_pm(row.adds_mean, row.adds_std, 4) in text and PARTS[row.variant] in text
 
 
 def test_the_same_seed_reproduces_the_test_metrics_and_another_seed_does_not(ablation, tmp_path):

@@ -34,6 +34,12 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 
 
+def table_console() -> Console:
+    """Stdout for tables: off a terminal (a log file, a pipe) 120 columns wide, so no cell is cut short."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 120))
+
+
 @app.callback()
 def _group() -> None:
     """Run `gogooku COMMAND --help` for the options of each stage."""
@@ -310,8 +316,7 @@ def folds(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
             seg = rec[name]
             cells += [f"{seg['first']}..{seg['last']}", str(seg["sessions"])]
         table.add_row(*cells)
-    out = Console()
-    Console(width=max(out.width, 120) if not out.is_terminal else None).print(table)
+    table_console().print(table)
 
 
 @app.command()
@@ -471,7 +476,7 @@ def ablate(
             adds,
             PARTS.get(row.variant, ""),
         )
-    Console().print(table)
+    table_console().print(table)
 
 
 def main() -> None:
