@@ -75,6 +75,8 @@ bench: setup
 	$(BIN)/python bench/graph.py
 	$(BIN)/python bench/model.py --config tiny
 	$(BIN)/python bench/etl_events.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/baseline.py
 	$(BIN)/gogooku synth --stocks 4000 --start 2014-01-01 --end 2023-12-31 --seed 0 --out data/bench/raw
 	$(BIN)/python bench/etl.py --raw data/bench/raw --out data/bench/features
 
