@@ -31,7 +31,6 @@ def ablation(tmp_path_factory):
     features = small_store(tmp_path_factory.getbasetemp())
     root = tmp_path_factory.mktemp("ablate")
     raw = run_config(features, root / "runs", max_steps=3, max_epochs=1)
-    raw["paths"]["raw"] = str(features.parent / "raw")
     path = write_config(root / "tiny.yaml", raw)
     result = run_ablation(path, [], seeds=2, variants=VARIANTS)
     return result, path, root / "runs" / "run"

@@ -12,11 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.stats
-from train_store import INPUTS, run_config, small_store, write_config
-from typer.testing import CliRunner
+from train_store import INPUTS, cli_error, run_config, small_store, write_config
 
 from train import baseline
-from train.cli import app
 from train.config import load_config
 from train.data import design_matrix, load_dataset
 from train.runs import run_folds
@@ -142,24 +140,16 @@ def test_a_rerun_gives_identical_predictions(setup):
     assert pl.read_csv(out / "importance.csv").equals(gains)
 
 
-def _cli_error(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
-
-
 def test_mistakes_are_one_line_errors(setup, tmp_path):
     cfg, path, _ = setup
-    assert "baseline.learning_rate" in _cli_error(["baseline", "-c", str(path), "baseline.learning_rate=0"])
-    assert "baseline.bagging_fraction" in _cli_error(
+    assert "baseline.learning_rate" in cli_error(["baseline", "-c", str(path), "baseline.learning_rate=0"])
+    assert "baseline.bagging_fraction" in cli_error(
         ["baseline", "-c", str(path), "baseline.bagging_fraction=2"]
     )
     other = "data.inputs=[returns_1d, rsi_14]"
-    assert "other inputs or folds" in _cli_error(["baseline", "-c", str(path), other])
+    assert "other inputs or folds" in cli_error(["baseline", "-c", str(path), other])
     (tmp_path / "runs" / "mine").mkdir(parents=True)
     (tmp_path / "runs" / "mine" / "notes.txt").write_text("mine")
     overrides = [f"paths.runs={tmp_path / 'runs'}", "train.name=mine"]
-    assert "not a run folder" in _cli_error(["baseline", "-c", str(path), *overrides])
+    assert "not a run folder" in cli_error(["baseline", "-c", str(path), *overrides])
     assert (tmp_path / "runs" / "mine" / "notes.txt").read_text() == "mine"

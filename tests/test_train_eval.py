@@ -21,7 +21,7 @@ import pandas as pd
 import polars as pl
 import pytest
 import scipy.stats
-from train_store import run_config, small_store, write_config
+from train_store import cli_error, run_config, small_store, write_config
 from typer.testing import CliRunner
 
 from etl.sources.raw_store import read_endpoint
@@ -48,7 +48,6 @@ def run(tmp_path_factory):
     features = small_store(tmp_path_factory.getbasetemp())
     root = tmp_path_factory.mktemp("eval_run")
     raw = run_config(features, root / "runs", max_steps=2, max_epochs=1)
-    raw["paths"]["raw"] = str(features.parent / "raw")
     raw["train"]["folds"]["max_folds"] = 2
     raw["baseline"] = {"num_threads": 1}  # one thread: OpenMP's spinning threads crawl on a busy 2-core box
     path = write_config(root / "tiny.yaml", raw)
@@ -253,30 +252,22 @@ def test_predict_matches_the_evaluation_of_the_last_fold(run, tmp_path):
         np.testing.assert_allclose(joined[f"score_{h}d"], joined[f"pred_{h}d"], rtol=1e-5, atol=1e-6)
 
 
-def _cli_error(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
-
-
 def test_predict_and_evaluate_errors_are_one_line(run, tmp_path):
     run_dir = str(run[0])
-    assert "not a session of the feature store" in _cli_error(
+    assert "not a session of the feature store" in cli_error(
         ["predict", "--run", run_dir, "--date", "2021-01-02"]
     )
-    assert "the model reads 8 sessions" in _cli_error(["predict", "--run", run_dir, "--date", "2021-01-05"])
-    assert "expected YYYY-MM-DD" in _cli_error(["predict", "--run", run_dir, "--date", "June"])
+    assert "the model reads 8 sessions" in cli_error(["predict", "--run", run_dir, "--date", "2021-01-05"])
+    assert "expected YYYY-MM-DD" in cli_error(["predict", "--run", run_dir, "--date", "June"])
     bad_out = str(tmp_path / "ranking.xlsx")
-    assert ".csv or .parquet" in _cli_error(["predict", "--run", run_dir, "--out", bad_out])
-    assert "no such run folder" in _cli_error(["predict", "--run", str(tmp_path / "none")])
+    assert ".csv or .parquet" in cli_error(["predict", "--run", run_dir, "--out", bad_out])
+    assert "no such run folder" in cli_error(["predict", "--run", str(tmp_path / "none")])
     half = tmp_path / "half"
     half.mkdir()
     (half / "config.yaml").write_text((run[0] / "config.yaml").read_text())
-    assert "no inputs.json" in _cli_error(["evaluate", "--run", str(half)])
-    assert "only eval.key=value" in _cli_error(["evaluate", "--run", run_dir, "model.hidden=8"])
-    assert "--split train" in _cli_error(["evaluate", "--run", run_dir, "--split", "train"])
+    assert "no inputs.json" in cli_error(["evaluate", "--run", str(half)])
+    assert "only eval.key=value" in cli_error(["evaluate", "--run", run_dir, "model.hidden=8"])
+    assert "--split train" in cli_error(["evaluate", "--run", run_dir, "--split", "train"])
 
 
 @pytest.mark.slow

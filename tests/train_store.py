@@ -37,10 +37,11 @@ def small_store(base: Path) -> Path:
 
 
 def run_config(features: Path, runs: Path, **train: object) -> dict:
-    """A tiny run: 8 inputs, the tiny model with lookback 8, folds of 120/40/60 sessions (first fold only)."""
+    """A tiny run: 8 inputs, the tiny model with lookback 8, folds of 120/40/60 sessions (first fold only).
+    `paths.raw` is the store's sibling `raw/`, where `small_store` generated the market (and its oracle)."""
     cfg = {
         "device": "cpu",
-        "paths": {"features": str(features), "runs": str(runs)},
+        "paths": {"raw": str(features.parent / "raw"), "features": str(features), "runs": str(runs)},
         "data": {"inputs": INPUTS},
         "model": {"config": "tiny", "dropout": 0.1},
         "train": {
@@ -102,3 +103,16 @@ def first_losses(config_path: str | Path, steps: int) -> dict:
         state, metrics = step(state, ds.arrays, d, d, schedule)
         losses.append(float(metrics["loss"]))
     return {"devices": mesh.size, "losses": losses}
+
+
+def cli_error(args: list[str]) -> str:
+    """Run `gogooku ARGS`, expect a user error: exit code 2 and one line starting "error:"; return it."""
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
