@@ -1,4 +1,5 @@
-"""ATFT-GAT-FAN assembled: FAN -> static contexts -> VSN -> temporal encoder -> GATv2 -> fusion -> heads.
+"""ATFT-GAT-FAN assembled: FAN -> static contexts -> VSN -> temporal encoder -> GATv2 -> fusion -> heads,
+plus a linear highway from the latest inputs to the heads (model/heads.py).
 
 `params = init_params(cfg, batch=batch)` is a plain pytree and `model.apply(params, batch)` is pure; every
 submodule is built from the config at init and used on every call, so each parameter reaches the optimizer and
@@ -17,13 +18,11 @@ import numpy as np
 
 from model.batch import Batch
 from model.config import ModelConfig
-from model.fan import fan_inputs, plain_inputs
+from model.fan import CHANNELS, fan_inputs, plain_inputs
 from model.gat import GAT
 from model.heads import QuantileHeads
 from model.temporal import TemporalEncoder
 from model.tft import GRN, StaticContexts, VariableSelection
-
-FAN_CHANNELS = 3  # normalised residual, non-stationary part, validity flag
 
 
 class ATFTGATFAN(nn.Module):
@@ -67,9 +66,10 @@ class ATFTGATFAN(nn.Module):
         fused_BND = GRN(cfg.hidden, **kw, name="fusion")(
             jnp.concatenate([temporal_BND, graph_BND], axis=-1), deterministic=deterministic
         )
+        latest_BNF = jnp.where(x_mask_BLNF[:, -1] & jnp.isfinite(x_BLNF[:, -1]), x_BLNF[:, -1], 0.0)
         q_BNHQ = QuantileHeads(
             cfg.hidden, len(cfg.horizons), len(cfg.quantiles), cfg.median_index, **kw, name="heads"
-        )(fused_BND, deterministic=deterministic)
+        )(fused_BND, latest_BNF if cfg.highway else None, deterministic=deterministic)
         return jnp.where(stock_mask_BN[:, :, None, None], q_BNHQ, 0.0)
 
 
@@ -114,11 +114,12 @@ def summary_rows(cfg: ModelConfig) -> list[tuple[str, int, str]]:
     about = {
         "static": f"sector33 ({cfg.n_sector33}+1) and market ({cfg.n_market}+1) embeddings -> 4 contexts",
         "vsn": f"FAN (top-{cfg.fan_top_k} of {cfg.lookback // 2 + 1} bins) x {cfg.n_features} inputs "
-        f"x {FAN_CHANNELS} channels -> selection",
+        f"x {CHANNELS} channels -> selection",
         "temporal": f"{cfg.lstm_layers}-layer LSTM, {cfg.attention_heads}-head causal attention, "
         f"L={cfg.lookback}",
         "gat": f"{cfg.gat_layers} GATv2 layers x {cfg.gat_heads} heads, {cfg.n_edge_features} edge features",
         "fusion": "GRN over (temporal, graph)",
-        "heads": f"horizons {list(cfg.horizons)} x quantiles {list(cfg.quantiles)}",
+        "heads": f"horizons {list(cfg.horizons)} x quantiles {list(cfg.quantiles)}"
+        + (f", highway from the {cfg.n_features} latest inputs" if cfg.highway else ""),
     }
     return [(name, param_count(params[name]) if name in params else 0, text) for name, text in about.items()]

@@ -45,7 +45,10 @@ class ModelConfig:
     lookback: int = 20
     hidden: int = 64
     fan_top_k: int = 3
-    fan: bool = True  # False: the ablation that feeds the scaled window itself (model/fan.py plain_inputs)
+    fan: bool = (
+        True  # False: the ablation without FAN's residual and trend channels (model/fan.py plain_inputs)
+    )
+    highway: bool = True  # a linear map of the latest inputs added to the quantiles (model/heads.py)
     n_sector33: int = 34  # sector33_id 0..33 (FEATURES.md #10); -1 = unknown
     n_market: int = 7  # market section id 0..6; -1 = unknown
     n_edge_features: int = 4  # (rho, |rho|, same sector, same market)

@@ -1,15 +1,19 @@
 """FAN: frequency adaptive normalisation over the lookback window, per (stock, feature).
 
 The rFFT along time finds each series' K strongest frequency components (by amplitude, DC included); their
-inverse transform is the non-stationary part `low`, and `x - low` is the residual. The model sees the residual
-scaled to unit RMS and `low` as two inputs, so level/trend/seasonality and the remaining fluctuation are
-separated per series rather than by a global LayerNorm. Parameter-free; computed in float32.
+inverse transform is the non-stationary part `low`, and `x - low` is the residual. The model sees the
+residual scaled to unit RMS and `low` beside the window itself: level/trend/seasonality and the remaining
+fluctuation are separated per series rather than by a global LayerNorm, and nothing of the input is lost.
+The latest cross-sectional value, which carries most of a signal known at t, keeps its scale
+(docs/results.md). Parameter-free; computed in float32.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+CHANNELS = 4  # per input: the window, its normalised residual, its non-stationary part, the validity flag
 
 
 def fan_decompose(x_BLNF: jax.Array, top_k: int) -> tuple[jax.Array, jax.Array]:
@@ -29,7 +33,7 @@ def fan_decompose(x_BLNF: jax.Array, top_k: int) -> tuple[jax.Array, jax.Array]:
 
 
 def fan_inputs(x_BLNF: jax.Array, x_mask_BLNF: jax.Array, top_k: int, eps: float = 1e-5) -> jax.Array:
-    """Per-feature input channels `[B, L, N, F, 3]`: (residual / RMS(residual), low part, validity flag).
+    """Per-feature channels `[B, L, N, F, 4]`: (window, residual / RMS(residual), low part, validity flag).
 
     Masked or non-finite values become 0 before the transform, so they cannot reach the output.
     """
@@ -37,12 +41,13 @@ def fan_inputs(x_BLNF: jax.Array, x_mask_BLNF: jax.Array, top_k: int, eps: float
     x = jnp.where(valid, x_BLNF, 0.0).astype(jnp.float32)
     low, resid = fan_decompose(x, top_k)
     rms = jnp.sqrt(jnp.mean(resid * resid, axis=1, keepdims=True) + eps)
-    return jnp.stack([resid / rms, low, valid.astype(jnp.float32)], axis=-1)
+    return jnp.stack([x, resid / rms, low, valid.astype(jnp.float32)], axis=-1)
 
 
 def plain_inputs(x_BLNF: jax.Array, x_mask_BLNF: jax.Array) -> jax.Array:
-    """The ablation without FAN: (the scaled window itself, 0, validity flag), `[B, L, N, F, 3]` like
-    `fan_inputs`, so the parameter tree is the same and only the normalisation differs."""
+    """The ablation without FAN: (the scaled window itself, 0, 0, validity flag), `[B, L, N, F, 4]` like
+    `fan_inputs`, so the parameter tree is the same and only FAN's two channels are missing."""
     valid = x_mask_BLNF & jnp.isfinite(x_BLNF)
     x = jnp.where(valid, x_BLNF, 0.0).astype(jnp.float32)
-    return jnp.stack([x, jnp.zeros_like(x), valid.astype(jnp.float32)], axis=-1)
+    zero = jnp.zeros_like(x)
+    return jnp.stack([x, zero, zero, valid.astype(jnp.float32)], axis=-1)

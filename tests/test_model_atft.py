@@ -44,9 +44,17 @@ def batch():
     return random_batch(CFG, n_stocks=(12, 9), n_pad=NPAD, seed=0)
 
 
+def _with_highway(params, kernel, bias):
+    p = params["params"]
+    return {"params": p | {"heads": p["heads"] | {"highway": {"kernel": kernel, "bias": bias}}}}
+
+
 @pytest.fixture(scope="module")
 def params(batch):
-    return init_params(CFG, seed=0, batch=batch)
+    """Initial parameters, except the highway: it starts at zero, so give it weights for its path to show."""
+    p = init_params(CFG, seed=0, batch=batch)
+    shape = p["params"]["heads"]["highway"]["kernel"].shape
+    return _with_highway(p, jax.random.normal(jax.random.key(1), shape) * 0.1, jnp.full(shape[1], 0.1))
 
 
 def _leaves(tree):
@@ -231,3 +239,23 @@ def test_ablation_switches_keep_the_parameter_tree_and_change_the_output(params,
     q_a = np.asarray(ATFTGATFAN(no_gat).apply(p, batch))
     q_b = np.asarray(ATFTGATFAN(no_gat).apply(p, shuffled))
     np.testing.assert_array_equal(q_a, q_b)
+
+
+def test_the_highway_adds_a_linear_map_of_the_latest_valid_inputs(params, batch):
+    """q(highway W, b) - q(highway 0) = x_t W + b on every quantile of real stocks, where x_t is the window's
+    last date with missing values as 0; padded stocks stay 0; `highway=False` drops exactly those weights."""
+    hw = params["params"]["heads"]["highway"]
+    zeroed = _with_highway(params, jnp.zeros_like(hw["kernel"]), jnp.zeros_like(hw["bias"]))
+    real = batch.stock_mask_BN
+    with jax.default_matmul_precision("highest"):
+        diff = np.asarray(APPLY(params, batch)) - np.asarray(APPLY(zeroed, batch))
+    latest = np.where(batch.x_mask_BLNF[:, -1], batch.x_BLNF[:, -1], 0.0).astype(np.float64)
+    expected = latest @ np.asarray(hw["kernel"], np.float64) + np.asarray(hw["bias"], np.float64)
+    # float32 sums of F = 8 products of unit-scale numbers, on each side of the difference
+    np.testing.assert_allclose(diff[real], np.broadcast_to(expected[..., None], diff.shape)[real], atol=1e-5)
+    assert np.all(diff[~real] == 0)
+
+    off = dataclasses.replace(CFG, highway=False)
+    shapes = param_shapes(off)["params"]
+    assert "highway" not in shapes["heads"]
+    assert param_count(params) - param_count(shapes) == CFG.n_features * len(CFG.horizons) + len(CFG.horizons)

@@ -60,9 +60,10 @@ def test_fan_inputs_ignore_masked_values_and_stay_finite():
     other[0, 0, 0, 0] = np.inf if not mask[0, 0, 0, 0] else other[0, 0, 0, 0]
     a = np.asarray(_inputs(x, mask, 2))
     b = np.asarray(_inputs(other, mask, 2))
-    assert a.shape == (1, 8, 4, 3, 3)
+    assert a.shape == (1, 8, 4, 3, 4)
     assert np.isfinite(b).all()
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a[..., 2], mask.astype(np.float32))
-    rms = np.sqrt((a[..., 0] ** 2).mean(1))
+    np.testing.assert_array_equal(a[..., 0], np.where(mask, x, 0.0))  # the window itself, 0 where missing
+    np.testing.assert_array_equal(a[..., 3], mask.astype(np.float32))
+    rms = np.sqrt((a[..., 1] ** 2).mean(1))
     assert np.all((rms > 0.99) | (rms < 1e-3))  # unit RMS residual (or an all-masked, constant series)

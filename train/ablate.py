@@ -23,7 +23,8 @@ from train.report import AblationStat, ablation_stats, ablation_values
 VARIANT_OVERRIDES = {  # what each variant changes in the run config
     "full": (),
     "no_gat": ("model.gat_layers=0",),  # no graph attention: each stock sees only its own history
-    "no_fan": ("model.fan=false",),  # the scaled window itself instead of FAN's residual and trend
+    "no_fan": ("model.fan=false",),  # the scaled window without FAN's residual and trend beside it
+    "no_highway": ("model.highway=false",),  # no linear map of the latest inputs to the heads
     "shuffled_graph": ("data.graph=shuffled",),  # each date's edges between random stocks, degrees kept
 }
 SPLIT = "test"

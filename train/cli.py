@@ -443,8 +443,8 @@ def predict(
 def ablate(
     seeds: Annotated[int, typer.Option(help="Seeds per variant: 0..n-1 (train.seed).")] = 3,
     variants: Annotated[
-        str, typer.Option(help="Comma-separated: full, no_gat, no_fan, shuffled_graph.")
-    ] = "full,no_gat,no_fan,shuffled_graph",
+        str, typer.Option(help="Comma-separated: full, no_gat, no_fan, no_highway, shuffled_graph.")
+    ] = "full,no_gat,no_fan,no_highway,shuffled_graph",
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:

@@ -45,9 +45,15 @@ VARIANTS = {
     "full": "full model",
     "no_gat": "without the GAT",
     "no_fan": "without FAN",
+    "no_highway": "without the highway",
     "shuffled_graph": "graph shuffled across stocks",
 }
-PARTS = {"no_gat": "the GAT", "no_fan": "FAN", "shuffled_graph": "the graph's true structure"}
+PARTS = {
+    "no_gat": "the GAT",
+    "no_fan": "FAN",
+    "no_highway": "the highway",
+    "shuffled_graph": "the graph's true structure",
+}
 VERSIONS = ("gogooku", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "lightgbm", "polars", "numpy")
 TOP_N = 20
 DASH = "—"
