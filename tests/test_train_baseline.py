@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightgbm as lgb
 import numpy as np
@@ -15,7 +16,7 @@ import scipy.stats
 from train_store import INPUTS, cli_error, run_config, small_store, write_config
 
 from train import baseline
-from train.config import load_config
+from train.config import BaselineConfig, load_config
 from train.data import design_matrix, load_dataset
 from train.runs import run_folds
 
@@ -40,7 +41,7 @@ def setup(tmp_path_factory):
         return calls["binned"][-1]
 
     def fit_fold(binned, train_idx, valid, *args, **kwargs):
-        calls["folds"].append((binned.rows, train_idx, valid))
+        calls["folds"].append((binned, train_idx, valid))
         return real_fit(binned, train_idx, valid, *args, **kwargs)
 
     def train(params, train_set, *args, valid_sets=None, **kwargs):
@@ -78,7 +79,10 @@ def test_early_stopping_sees_validation_rows_only(setup, ds):
             assert len(valid_sets) == 1 and valid_sets[0] is not train_set
             assert valid_sets[0].data is valid_rows.x_RF  # early stopping watches exactly these rows
             # training: the binned rows of the fold's training dates, all of them
-            assert np.array_equal(train_set.used_indices, train_idx)
+            if k == len(folds) - 1:  # the last expanding fold spans every binned row: it trains on them
+                assert train_idx.size == binned_rows.t_R.size and train_set is binned_rows.data
+            else:
+                assert np.array_equal(train_set.used_indices, train_idx)
             assert set(binned_rows.t_R[train_idx]) == set(fold.train)
             assert train_idx.size == ds.stock_mask_TN[fold.train].sum()
         # and those rows hold the model's inputs at t: the store re-read and scaled per date
@@ -89,7 +93,7 @@ def test_early_stopping_sees_validation_rows_only(setup, ds):
         assert valid_rows.x_RF.shape[1] == len(INPUTS)  # inputs at t, no lookback window
     # the bin edges come from the first fold's training rows only
     (binned,) = calls["binned"]
-    assert set(binned.rows.t_R) == set(folds[0].train) | set(folds[1].train)
+    assert set(binned.t_R) == set(folds[0].train) | set(folds[1].train)
 
 
 def test_labels_are_the_per_date_rank_labels(setup, ds):
@@ -153,3 +157,38 @@ def test_mistakes_are_one_line_errors(setup, tmp_path):
     overrides = [f"paths.runs={tmp_path / 'runs'}", "train.name=mine"]
     assert "not a run folder" in cli_error(["baseline", "-c", str(path), *overrides])
     assert (tmp_path / "runs" / "mine" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("sample_cnt", [200_000, 150])  # every row finds the bin edges; a sample of them
+def test_binning_from_the_panel_equals_binning_a_float_matrix(sample_cnt, monkeypatch):
+    """`bin_training_rows` hands LightGBM the panel's rows in batches (`PanelRows`); the trees it grows must
+    be those grown from the float matrix of the same rows, bin edges from the first fold's rows."""
+    monkeypatch.setattr(baseline.PanelRows, "batch_size", 37)  # several batches, the last one short
+    rng = np.random.default_rng(0)
+    x_TNF = rng.standard_normal((40, 30, 5), dtype=np.float32)
+    x_TNF[rng.random(x_TNF.shape) < 0.1] = np.nan
+    x_TNF[..., 4] = np.round(x_TNF[..., 4])  # a few distinct values and zeros, as a count column has
+    mask_TN = rng.random((40, 30)) < 0.8
+    folds = [SimpleNamespace(train=np.arange(0, 20)), SimpleNamespace(train=np.arange(5, 30))]
+    bc = BaselineConfig(num_threads=1, min_data_in_leaf=20, bagging_fraction=1.0)
+    params = {**baseline.lightgbm_params(bc), "bin_construct_sample_cnt": sample_cnt}
+    names = [f"x{i}" for i in range(5)]
+    binned = baseline.bin_training_rows(x_TNF, mask_TN, folds, params, names)
+
+    first = baseline.universe_rows(x_TNF, mask_TN, folds[0].train)
+    rows = baseline.universe_rows(x_TNF, mask_TN, np.arange(30))
+    assert np.array_equal(binned.t_R, rows.t_R) and np.array_equal(binned.slot_R, rows.slot_R)
+    edges = lgb.Dataset(first.x_RF, label=np.zeros(len(first.t_R)), feature_name=names, params=params)
+    n = rows.t_R.size
+    matrix = lgb.Dataset(
+        rows.x_RF, label=np.zeros(n), weight=np.ones(n, np.float32), feature_name=names, reference=edges
+    ).construct()
+    y = rng.standard_normal(n) + np.nan_to_num(rows.x_RF[:, 0])
+    # and `fit_fold` trains a fold that spans every binned row on the binned data itself, not on a subset
+    every = binned.data.subset(np.arange(n))
+    trees = []
+    for data in (binned.data, matrix, every):
+        data.set_label(y)
+        trees.append(lgb.train(params, data, num_boost_round=10).model_to_string())
+    assert trees[0] == trees[1] == trees[2]
+    assert "split_feature=0" in trees[0]  # the trees split: a test of equal stumps would prove nothing

@@ -59,6 +59,7 @@ def lightgbm_params(bc: BaselineConfig) -> dict[str, Any]:
         "bagging_freq": 1 if bc.bagging_fraction < 1 else 0,
         "max_bin": bc.max_bin,
         "seed": bc.seed,
+        "data_random_seed": bc.seed,  # the bin sampler's; a Dataset does not pass `seed` on to it
         "deterministic": True,
         "force_col_wise": True,  # histograms per input: the inputs a tree does not sample cost nothing
         "num_threads": bc.num_threads or os.cpu_count() or 1,
@@ -76,11 +77,37 @@ class Rows:
     slot_R: np.ndarray  # slot on that date
 
 
+def universe_index(mask_TN: np.ndarray, date_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(date index, slot) of the universe stocks of `date_idx` (ascending), in (date, slot) order."""
+    pos, slot = np.nonzero(mask_TN[date_idx])
+    return date_idx[pos], slot
+
+
 def universe_rows(x_TNF: np.ndarray, mask_TN: np.ndarray, date_idx: np.ndarray) -> Rows:
     """Rows of the universe stocks of `date_idx` (ascending), in (date, slot) order."""
-    pos, slot = np.nonzero(mask_TN[date_idx])
-    t = date_idx[pos]
+    t, slot = universe_index(mask_TN, date_idx)
     return Rows(x_TNF[t, slot], t, slot)
+
+
+class PanelRows(lgb.Sequence):
+    """Design-matrix rows read from the panel one batch at a time, so LightGBM bins the training rows
+    without a float copy of them all (at full market with 328 inputs that copy alone is 11 GB)."""
+
+    batch_size = 1 << 16
+
+    def __init__(self, x_TNF: np.ndarray, t_R: np.ndarray, slot_R: np.ndarray):
+        self.x_TNF, self.t_R, self.slot_R = x_TNF, t_R, slot_R
+
+    def __len__(self) -> int:
+        return self.t_R.size
+
+    def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
+        """One row (float64, as LightGBM's bin sampler takes it) or a batch of rows (float32)."""
+        if isinstance(idx, int | np.integer):
+            return self.x_TNF[self.t_R[idx], self.slot_R[idx]].astype(np.float64)
+        if not isinstance(idx, slice):
+            idx = np.asarray(idx)
+        return self.x_TNF[self.t_R[idx], self.slot_R[idx]]
 
 
 def rank_ic_eval(rows: Rows, ret_TN: np.ndarray, mask_TN: np.ndarray):
@@ -102,9 +129,11 @@ def rank_ic_eval(rows: Rows, ret_TN: np.ndarray, mask_TN: np.ndarray):
 
 @dataclass
 class Binned:
-    """Every fold's training rows, binned once into LightGBM's histogram form."""
+    """Every fold's training rows, binned once into LightGBM's histogram form; row r is the universe stock in
+    slot `slot_R[r]` on date `t_R[r]`."""
 
-    rows: Rows
+    t_R: np.ndarray
+    slot_R: np.ndarray
     data: lgb.Dataset
 
 
@@ -113,16 +142,26 @@ def bin_training_rows(
 ) -> Binned:
     """The universe rows of every fold's training dates as one binned LightGBM dataset. The bin edges
     (`max_bin` per input) are found on the first fold's training rows alone, so no fold is binned on values
-    from after its own training dates; each fold then trains on a subset (`fit_fold`)."""
-    rows = universe_rows(x_TNF, mask_TN, np.unique(np.concatenate([f.train for f in folds])))
-    first = rows.x_RF[np.isin(rows.t_R, folds[0].train)]
-    edges = lgb.Dataset(first, label=np.zeros(len(first)), feature_name=names, params=params).construct()
-    del first
-    n = rows.t_R.size  # labels and weights are set per fold and horizon
+    from after its own training dates; each fold then trains on a subset (`fit_fold`). Rows are read from
+    the panel in batches (`PanelRows`): the binned form, one byte per input and row, is all that is held."""
+    t_R, slot_R = universe_index(mask_TN, np.unique(np.concatenate([f.train for f in folds])))
+    first = np.isin(t_R, folds[0].train)
+    edges = lgb.Dataset(
+        PanelRows(x_TNF, t_R[first], slot_R[first]),
+        label=np.zeros(int(first.sum())),
+        feature_name=names,
+        params=params,
+    ).construct()
+    n = t_R.size  # labels and weights are set per fold and horizon
     data = lgb.Dataset(
-        rows.x_RF, label=np.zeros(n), weight=np.ones(n, np.float32), feature_name=names, reference=edges
-    )
-    return Binned(rows, data.construct())
+        PanelRows(x_TNF, t_R, slot_R),
+        label=np.zeros(n),
+        weight=np.ones(n, np.float32),
+        feature_name=names,
+        params=params,
+        reference=edges,
+    ).construct()
+    return Binned(t_R, slot_R, data)
 
 
 def fit_fold(
@@ -136,8 +175,9 @@ def fit_fold(
     """One booster per horizon on the binned rows `train_idx`, early-stopped on the validation rows' RankIC.
     The fold's subset is cut once and relabelled per horizon (rows without a label weigh 0)."""
     params = lightgbm_params(bc)
-    train_set = binned.data.subset(train_idx).construct()
-    t_R, slot_R = binned.rows.t_R[train_idx], binned.rows.slot_R[train_idx]
+    whole = train_idx.size == binned.t_R.size  # the last expanding fold: no second copy of the bins
+    train_set = binned.data if whole else binned.data.subset(train_idx).construct()
+    t_R, slot_R = binned.t_R[train_idx], binned.slot_R[train_idx]
     valid_set = lgb.Dataset(  # keeping the raw rows costs nothing: `valid` holds them
         valid.x_RF, label=np.zeros(valid.t_R.size), reference=binned.data, free_raw_data=False
     )
@@ -207,7 +247,7 @@ def run_baseline(cfg: Config, split: str = "test", *, console: Console | None = 
         binned = bin_training_rows(x_TNF, ds.stock_mask_TN, folds, params, names)
         preds, gains, stopped = [], [], []
         for fold in folds:
-            train_idx = np.flatnonzero(np.isin(binned.rows.t_R, fold.train))
+            train_idx = np.flatnonzero(np.isin(binned.t_R, fold.train))
             valid = universe_rows(x_TNF, ds.stock_mask_TN, fold.valid)
             boosters = fit_fold(binned, train_idx, valid, ds, bc, lambda: bar.update(task, advance=1))
             date_idx = split_dates(fold, split)
