@@ -84,7 +84,7 @@ def main() -> None:
     bin_s = time.perf_counter() - made
     valid = universe_rows(ds.x_TNF, ds.stock_mask_TN, fold.valid)
     t0 = time.perf_counter()
-    train_idx = np.flatnonzero(np.isin(binned.t_R, fold.train))
+    train_idx = binned.rows_of(fold.train)
     boosters = fit_fold(binned, train_idx, valid, ds, bc)
     fit_s = time.perf_counter() - t0
     test = universe_rows(ds.x_TNF, ds.stock_mask_TN, fold.test)

@@ -103,11 +103,8 @@ class PanelRows(lgb.Sequence):
 
     def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
         """One row (float64, as LightGBM's bin sampler takes it) or a batch of rows (float32)."""
-        if isinstance(idx, int | np.integer):
-            return self.x_TNF[self.t_R[idx], self.slot_R[idx]].astype(np.float64)
-        if not isinstance(idx, slice):
-            idx = np.asarray(idx)
-        return self.x_TNF[self.t_R[idx], self.slot_R[idx]]
+        x = self.x_TNF[self.t_R[idx], self.slot_R[idx]]
+        return x.astype(np.float64) if x.ndim == 1 else x
 
 
 def rank_ic_eval(rows: Rows, ret_TN: np.ndarray, mask_TN: np.ndarray):
@@ -135,6 +132,10 @@ class Binned:
     t_R: np.ndarray
     slot_R: np.ndarray
     data: lgb.Dataset
+
+    def rows_of(self, date_idx: np.ndarray) -> np.ndarray:
+        """Positions of the binned rows on `date_idx` (a fold's training dates), ascending."""
+        return np.flatnonzero(np.isin(self.t_R, date_idx))
 
 
 def bin_training_rows(
@@ -247,7 +248,7 @@ def run_baseline(cfg: Config, split: str = "test", *, console: Console | None = 
         binned = bin_training_rows(x_TNF, ds.stock_mask_TN, folds, params, names)
         preds, gains, stopped = [], [], []
         for fold in folds:
-            train_idx = np.flatnonzero(np.isin(binned.t_R, fold.train))
+            train_idx = binned.rows_of(fold.train)
             valid = universe_rows(x_TNF, ds.stock_mask_TN, fold.valid)
             boosters = fit_fold(binned, train_idx, valid, ds, bc, lambda: bar.update(task, advance=1))
             date_idx = split_dates(fold, split)
