@@ -1,5 +1,6 @@
 """ATFT-GAT-FAN assembled: FAN -> static contexts -> VSN -> temporal encoder -> GATv2 -> fusion -> heads,
-plus a linear highway from the latest inputs to the heads (model/heads.py).
+plus a linear highway from the latest inputs to the heads (model/heads.py) and a graph highway from the
+neighbours' latest inputs, weighted by the GAT's attention (model/gat.py).
 
 `params = init_params(cfg, batch=batch)` is a plain pytree and `model.apply(params, batch)` is pure; every
 submodule is built from the config at init and used on every call, so each parameter reaches the optimizer and
@@ -55,21 +56,26 @@ class ATFTGATFAN(nn.Module):
         temporal_BND = TemporalEncoder(
             cfg.hidden, cfg.attention_heads, cfg.lstm_layers, **kw, name="temporal"
         )(v_BLND, enrich_BND, h0_BND, c0_BND, deterministic=deterministic)
-        graph_BND = GAT(cfg.hidden, cfg.gat_heads, cfg.gat_layers, **kw, name="gat")(
+        latest_BNF = jnp.where(x_mask_BLNF[:, -1] & jnp.isfinite(x_BLNF[:, -1]), x_BLNF[:, -1], 0.0)
+        graph_BND, graph_highway_BNH = GAT(
+            cfg.hidden, cfg.gat_heads, cfg.gat_layers, **kw, highway_out=len(cfg.horizons), name="gat"
+        )(
             temporal_BND,
             jnp.asarray(batch.edges_BE2, jnp.int32),
             jnp.asarray(batch.edge_mask_BE, bool),
             jnp.asarray(batch.edge_feat_BEC),
             stock_mask_BN,
+            latest_BNF if cfg.highway else None,
             deterministic=deterministic,
         )
         fused_BND = GRN(cfg.hidden, **kw, name="fusion")(
             jnp.concatenate([temporal_BND, graph_BND], axis=-1), deterministic=deterministic
         )
-        latest_BNF = jnp.where(x_mask_BLNF[:, -1] & jnp.isfinite(x_BLNF[:, -1]), x_BLNF[:, -1], 0.0)
         q_BNHQ = QuantileHeads(
             cfg.hidden, len(cfg.horizons), len(cfg.quantiles), cfg.median_index, **kw, name="heads"
         )(fused_BND, latest_BNF if cfg.highway else None, deterministic=deterministic)
+        if graph_highway_BNH is not None:
+            q_BNHQ = q_BNHQ + graph_highway_BNH[..., None]  # a shift keeps the quantiles' order
         return jnp.where(stock_mask_BN[:, :, None, None], q_BNHQ, 0.0)
 
 
@@ -117,7 +123,8 @@ def summary_rows(cfg: ModelConfig) -> list[tuple[str, int, str]]:
         f"x {CHANNELS} channels -> selection",
         "temporal": f"{cfg.lstm_layers}-layer LSTM, {cfg.attention_heads}-head causal attention, "
         f"L={cfg.lookback}",
-        "gat": f"{cfg.gat_layers} GATv2 layers x {cfg.gat_heads} heads, {cfg.n_edge_features} edge features",
+        "gat": f"{cfg.gat_layers} GATv2 layers x {cfg.gat_heads} heads, {cfg.n_edge_features} edge features"
+        + (", graph highway from the neighbours' latest inputs" if cfg.highway and cfg.gat_layers else ""),
         "fusion": "GRN over (temporal, graph)",
         "heads": f"horizons {list(cfg.horizons)} x quantiles {list(cfg.quantiles)}"
         + (f", highway from the {cfg.n_features} latest inputs" if cfg.highway else ""),

@@ -48,7 +48,7 @@ class ModelConfig:
     fan: bool = (
         True  # False: the ablation without FAN's residual and trend channels (model/fan.py plain_inputs)
     )
-    highway: bool = True  # a linear map of the latest inputs added to the quantiles (model/heads.py)
+    highway: bool = True  # linear maps of the own and the graph neighbours' latest inputs to the quantiles
     n_sector33: int = 34  # sector33_id 0..33 (FEATURES.md #10); -1 = unknown
     n_market: int = 7  # market section id 0..6; -1 = unknown
     n_edge_features: int = 4  # (rho, |rho|, same sector, same market)

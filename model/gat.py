@@ -6,6 +6,11 @@ self-loop inside the layer (edge features all ones: a stock is perfectly correla
 same market), so an isolated or padded stock still has a well-defined output. An edge counts only if its
 mask is set, both ends are in range and are real stocks, and it is not a self-edge (the layer's own self-loop
 is the only one); everything else gets exactly zero weight.
+
+The graph highway: the last layer's attention also sums a zero-initialised linear map of each neighbour's
+latest inputs into the stock's quantiles. The network's LayerNorms hide the scale of a neighbour's latest
+return, and that scale is the peer signal (a ridge fit on the stock's and its neighbours' inputs beats one on
+the stock's alone, docs/results.md); through this path the attention weights learn from it directly.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class GATv2Layer(nn.Module):
 
     score(j -> i) = a_h . LeakyReLU(W_src h_j + W_dst h_i + W_edge e_ji); alpha = softmax over i's incoming
     edges; m_i = concat_h sum_j alpha_ji W_src h_j + bias; out_i = LayerNorm(h_i + W_out ELU(m_i)).
+    With `values_NHV`, also returns sum over heads and over i's neighbours j != i of alpha_ji v_jh (the
+    self-loop's weight is what the stock keeps for itself, so an isolated stock gets exactly 0).
     """
 
     hidden: int
@@ -60,9 +67,10 @@ class GATv2Layer(nn.Module):
         dst_E: jax.Array,
         valid_E: jax.Array,
         feat_EC: jax.Array,
+        values_NHV: jax.Array | None = None,
         *,
         deterministic: bool = True,
-    ) -> jax.Array:
+    ) -> tuple[jax.Array, jax.Array | None]:
         b, n, d = h_BND.shape
         d_head = self.hidden // self.heads
         nodes = b * n
@@ -90,17 +98,28 @@ class GATv2Layer(nn.Module):
         update_ND = nn.Dense(self.hidden, dtype=self.dtype, name="out")(jax.nn.elu(agg_ND).astype(self.dtype))
         update_ND = nn.Dropout(self.dropout)(update_ND, deterministic=deterministic)
         out_ND = nn.LayerNorm(dtype=self.dtype, name="norm")(h_ND + update_ND)
-        return out_ND.reshape(b, n, d)
+        if values_NHV is None:
+            return out_ND.reshape(b, n, d), None
+        weight_EH = jnp.where((src_E != dst_E)[:, None], alpha_EH, 0.0)
+        msg_EV = jnp.einsum("eh,ehv->ev", weight_EH, values_NHV[src_E].astype(jnp.float32))
+        nbr_NV = jax.ops.segment_sum(msg_EV, dst_E, num_segments=nodes)
+        return out_ND.reshape(b, n, d), nbr_NV
 
 
 class GAT(nn.Module):
-    """A stack of GATv2 layers over the date's correlation graph."""
+    """A stack of GATv2 layers over the date's correlation graph, and its graph highway.
+
+    Returns the stocks' new states `[B, N, D]` and, given `latest_BNF` and `highway_out`, the graph highway
+    `[B, N, highway_out]`: the last layer's attention over each head's zero-initialised linear map of the
+    neighbours' latest inputs (None without layers or without `latest_BNF`).
+    """
 
     hidden: int
     heads: int
     layers: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    highway_out: int = 0
 
     @nn.compact
     def __call__(
@@ -110,12 +129,27 @@ class GAT(nn.Module):
         edge_mask_BE: jax.Array,
         edge_feat_BEC: jax.Array,
         stock_mask_BN: jax.Array,
+        latest_BNF: jax.Array | None = None,
         *,
         deterministic: bool = True,
-    ) -> jax.Array:
+    ) -> tuple[jax.Array, jax.Array | None]:
         src_E, dst_E, valid_E, feat_EC = flat_edges(edges_BE2, edge_mask_BE, stock_mask_BN, edge_feat_BEC)
+        values_NHV = None
+        if latest_BNF is not None and self.highway_out and self.layers:
+            b, n, f = latest_BNF.shape
+            values_NHV = nn.DenseGeneral(
+                (self.heads, self.highway_out),
+                use_bias=False,
+                kernel_init=nn.initializers.zeros,
+                dtype=self.dtype,
+                name="highway",
+            )(latest_BNF.reshape(b * n, f))
+        highway_BNV = None
         for i in range(self.layers):
-            h_BND = GATv2Layer(self.hidden, self.heads, self.dropout, self.dtype, name=f"layer_{i}")(
-                h_BND, src_E, dst_E, valid_E, feat_EC, deterministic=deterministic
+            values = values_NHV if i == self.layers - 1 else None
+            h_BND, nbr_NV = GATv2Layer(self.hidden, self.heads, self.dropout, self.dtype, name=f"layer_{i}")(
+                h_BND, src_E, dst_E, valid_E, feat_EC, values, deterministic=deterministic
             )
-        return h_BND
+            if nbr_NV is not None:
+                highway_BNV = nbr_NV.reshape(*h_BND.shape[:2], -1)
+        return h_BND, highway_BNV

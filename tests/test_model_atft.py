@@ -49,12 +49,20 @@ def _with_highway(params, kernel, bias):
     return {"params": p | {"heads": p["heads"] | {"highway": {"kernel": kernel, "bias": bias}}}}
 
 
+def _with_graph_highway(params, kernel):
+    p = params["params"]
+    return {"params": p | {"gat": p["gat"] | {"highway": {"kernel": kernel}}}}
+
+
 @pytest.fixture(scope="module")
 def params(batch):
-    """Initial parameters, except the highway: it starts at zero, so give it weights for its path to show."""
+    """Initial parameters, except the highways: they start at zero, so give them weights for their paths to
+    show."""
     p = init_params(CFG, seed=0, batch=batch)
     shape = p["params"]["heads"]["highway"]["kernel"].shape
-    return _with_highway(p, jax.random.normal(jax.random.key(1), shape) * 0.1, jnp.full(shape[1], 0.1))
+    p = _with_highway(p, jax.random.normal(jax.random.key(1), shape) * 0.1, jnp.full(shape[1], 0.1))
+    shape = p["params"]["gat"]["highway"]["kernel"].shape
+    return _with_graph_highway(p, jax.random.normal(jax.random.key(2), shape) * 0.1)
 
 
 def _leaves(tree):
@@ -257,5 +265,31 @@ def test_the_highway_adds_a_linear_map_of_the_latest_valid_inputs(params, batch)
 
     off = dataclasses.replace(CFG, highway=False)
     shapes = param_shapes(off)["params"]
-    assert "highway" not in shapes["heads"]
-    assert param_count(params) - param_count(shapes) == CFG.n_features * len(CFG.horizons) + len(CFG.horizons)
+    assert "highway" not in shapes["heads"] and "highway" not in shapes["gat"]
+    heads = CFG.n_features * len(CFG.horizons) + len(CFG.horizons)
+    graph = CFG.n_features * CFG.gat_heads * len(CFG.horizons)  # no bias
+    assert param_count(params) - param_count(shapes) == heads + graph
+
+
+def test_the_graph_highway_is_linear_in_its_weights_and_reads_only_neighbours(params, batch):
+    """q(W) - q(0) is linear in the graph highway's weights W, the same on every quantile, 0 for padded
+    stocks and for stocks without a real edge; it changes when the graph does; `gat_layers=0` has none."""
+    kernel = params["params"]["gat"]["highway"]["kernel"]
+    q = lambda k, b=batch: np.asarray(APPLY(_with_graph_highway(params, k), b), np.float64)
+    base = q(jnp.zeros_like(kernel))
+    one, two = q(kernel) - base, q(2 * kernel) - base
+    assert np.abs(one).max() > 1e-3
+    # float32 outputs of order 1 on each side of each difference: absolute error ~1e-6
+    np.testing.assert_allclose(two, 2 * one, atol=1e-5)
+    np.testing.assert_allclose(one, np.broadcast_to(one[..., :1], one.shape), atol=1e-6)
+    edges, emask = np.asarray(batch.edges_BE2), np.asarray(batch.edge_mask_BE)
+    real = batch.stock_mask_BN
+    for b in range(real.shape[0]):
+        e = edges[b][emask[b]]
+        e = e[real[b][e[:, 0]] & real[b][e[:, 1]] & (e[:, 0] != e[:, 1])]
+        alone = np.setdiff1d(np.arange(real.shape[1]), e[:, 1])
+        assert np.all(one[b, alone] == 0)
+        assert np.any(one[b, np.unique(e[:, 1])] != 0)
+    rewired = batch.replace(edges_BE2=np.asarray(batch.edges_BE2)[:, ::-1][:, :, ::-1])
+    assert not np.allclose(q(kernel, rewired) - q(jnp.zeros_like(kernel), rewired), one)
+    assert "highway" not in param_shapes(dataclasses.replace(CFG, gat_layers=0))["params"].get("gat", {})

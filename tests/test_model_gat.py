@@ -1,4 +1,5 @@
-"""GATv2 layer against a dense, loop-based reference on a small graph with the same parameters."""
+"""GATv2 layer and its graph highway against a dense, loop-based reference on a small graph with the same
+parameters."""
 
 import functools
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from model.gat import GATv2Layer, flat_edges
 
-D, HEADS, FE = 8, 2, 4
+D, HEADS, FE, V = 8, 2, 4, 3
 
 
 def _graph():
@@ -29,13 +30,19 @@ def _graph():
     return h, edges, edge_mask, edge_feat, stock_mask
 
 
+def _values(seed=7):
+    """Per-stock, per-head values for the graph highway: [B * Npad, HEADS, V]."""
+    return np.random.default_rng(seed).normal(size=(10, HEADS, V)).astype(np.float32)
+
+
 @functools.cache
 def _layer_fn():
     layer = GATv2Layer(D, HEADS)
 
-    def apply(params, h, edges, edge_mask, edge_feat, stock_mask):
+    def apply(params, h, edges, edge_mask, edge_feat, stock_mask, values=None):
         src, dst, valid, feat = flat_edges(edges, edge_mask, stock_mask, edge_feat)
-        return layer.apply(params, h, src, dst, valid, feat)
+        out, nbr = layer.apply(params, h, src, dst, valid, feat, values)
+        return out if values is None else (out, nbr)
 
     def init(h, edges, edge_mask, edge_feat, stock_mask):
         src, dst, valid, feat = flat_edges(edges, edge_mask, stock_mask, edge_feat)
@@ -44,12 +51,14 @@ def _layer_fn():
     return jax.jit(init), jax.jit(apply)
 
 
-def reference(params, h, edges, edge_mask, edge_feat, stock_mask):
-    """Dense loops: for each real target i, softmax over its real incoming edges plus a self-loop."""
+def reference(params, h, edges, edge_mask, edge_feat, stock_mask, values=None):
+    """Dense loops: for each real target i, softmax over its real incoming edges plus a self-loop.
+    With `values`, also sum_h sum_{j != i} alpha_jih values[j, h] (the graph highway)."""
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
     k = D // HEADS
     b, n, _ = h.shape
     out = np.zeros((b, n, D))
+    nbr = np.zeros((b, n, V))
     lrelu = lambda z: np.where(z > 0, z, 0.2 * z)
     for t in range(b):
         src_h = np.einsum("nd,dhk->nhk", h[t], p["lin_src"]["kernel"]) + p["lin_src"]["bias"]
@@ -72,12 +81,14 @@ def reference(params, h, edges, edge_mask, edge_feat, stock_mask):
                 w /= w.sum()
                 for (j, _), a in zip(incoming, w, strict=True):
                     msg[hd] += a * src_h[j, hd]
+                    if values is not None and j != i:
+                        nbr[t, i] += a * values[t * n + j, hd]
             m = msg.reshape(D) + p["bias"]
             elu = np.where(m > 0, m, np.expm1(np.minimum(m, 0)))
             r = h[t, i] + elu @ p["out"]["kernel"] + p["out"]["bias"]
             r = (r - r.mean()) / np.sqrt(r.var() + 1e-6)
             out[t, i] = r * p["norm"]["scale"] + p["norm"]["bias"]
-    return out
+    return out if values is None else (out, nbr)
 
 
 def test_gatv2_equals_dense_loop_reference():
@@ -118,3 +129,22 @@ def test_isolated_stock_is_its_self_loop_and_ignored_edges_change_nothing():
     r = h[0, 3] + jax.nn.elu(m) @ p["out"]["kernel"] + p["out"]["bias"]
     r = (r - r.mean()) / jnp.sqrt(r.var() + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
     np.testing.assert_allclose(base[0, 3], r, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_highway_equals_the_attention_weighted_sum_over_neighbours():
+    """Sum over heads and real neighbours j != i of alpha_ji v_j; 0 for an isolated stock and for padding
+    (their softmax has only the self-loop); the layer's output does not depend on the values."""
+    init, apply = _layer_fn()
+    args = _graph()
+    params = init(*args)
+    rng = np.random.default_rng(5)
+    params = jax.tree_util.tree_map(lambda a: a + 0.3 * rng.normal(size=a.shape).astype(np.float32), params)
+    values = _values()
+    out, nbr = (np.asarray(a) for a in apply(params, *args, values))
+    _, want = reference(params, *args, values.astype(np.float64))
+    stock_mask = args[-1]
+    # float32 softmax weights (rel. error ~1e-6) times unit-scale values, summed over <= 2 heads x 3 edges
+    np.testing.assert_allclose(nbr.reshape(2, 5, V)[stock_mask], want[stock_mask], rtol=1e-5, atol=1e-5)
+    nbr = nbr.reshape(2, 5, V)
+    assert np.all(nbr[0, 3] == 0) and np.all(nbr[~stock_mask] == 0)
+    np.testing.assert_array_equal(out, np.asarray(apply(params, *args)))

@@ -24,7 +24,7 @@ VARIANT_OVERRIDES = {  # what each variant changes in the run config
     "full": (),
     "no_gat": ("model.gat_layers=0",),  # no graph attention: each stock sees only its own history
     "no_fan": ("model.fan=false",),  # the scaled window without FAN's residual and trend beside it
-    "no_highway": ("model.highway=false",),  # no linear map of the latest inputs to the heads
+    "no_highway": ("model.highway=false",),  # no linear maps of latest inputs to the heads
     "shuffled_graph": ("data.graph=shuffled",),  # each date's edges between random stocks, degrees kept
 }
 SPLIT = "test"

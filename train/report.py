@@ -45,13 +45,13 @@ VARIANTS = {
     "full": "full model",
     "no_gat": "without the GAT",
     "no_fan": "without FAN",
-    "no_highway": "without the highway",
+    "no_highway": "without the highways",
     "shuffled_graph": "graph shuffled across stocks",
 }
 PARTS = {
     "no_gat": "the GAT",
     "no_fan": "FAN",
-    "no_highway": "the highway",
+    "no_highway": "the highways",
     "shuffled_graph": "the graph's true structure",
 }
 VERSIONS = ("gogooku", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "lightgbm", "polars", "numpy")
