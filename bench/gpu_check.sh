@@ -2,11 +2,15 @@
 # One call on a lent GPU machine: the GPU tests, then the GPU benchmarks.
 # Usage (device tool, from the repo root, carrying the wheels the image lacks in .whl/: polars,
 # polars-runtime-32, exchange-calendars and its pure-Python needs, ta-lib, py-spy; see docs/benchmarks.md):
-#   bash bench/gpu_check.sh   # GPU tests beside a full-market synth, then four full-market GPU ETL builds
-#   STAGES="tests graph etl model" ETL_STOCKS=1000 bash bench/gpu_check.sh   # any subset of these stages
+#   bash bench/gpu_check.sh   # the open figures: GPU tests, the training step at full market, the scorer
+#   STAGES="tests graph etl model train metrics" ETL_STOCKS=1000 bash bench/gpu_check.sh   # any subset
+# Stages: tests (pytest -m gpu), graph (bench/graph.py), etl (a full-market synth, then four GPU ETL builds),
+# model (bench/model.py), train (bench/train.py at full-market shape: bf16 with B = 8, then fp32 with B = 4
+# beside it; TRAIN_DEVICE and TRAIN_SHAPE change them), metrics (bench/metrics.py, one full-market
+# year, on the GPU and the CPU beside it; METRICS_DEVICE=cpu tries the stage without a GPU).
 # Results go to $OUT (or ./gpu_out): summary.log, gpu_tests.log, bench_*.json, bench_stderr.log (the builds'
 # chunk timeline), etl_gpu_spy.txt (py-spy raw stacks of the first build, every thread), gpu_usage.csv.
-# Each stage has its own timeout; the defaults end inside 8 minutes (about 5 when all goes well).
+# Each stage has its own timeout; the defaults end inside 8 minutes (about 4 when all goes well).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -19,7 +23,7 @@ else
   export PYTHONPATH=$PWD
 fi
 PY=${PY:-python3}
-STAGES=" ${STAGES:-tests etl} "
+STAGES=" ${STAGES:-tests train metrics} "
 want() { [[ $STAGES == *" $1 "* ]]; }
 log() { echo "== $(date -u +%T) $*" | tee -a "$OUT/summary.log"; }
 
@@ -30,7 +34,7 @@ log "machine"
 # The ETL benchmark needs a raw store: generate it on the CPU while the GPU runs the tests (ETL_STOCKS=4000
 # is the full market: about a minute to generate).
 ETL_STOCKS=${ETL_STOCKS:-4000}
-( timeout 200 $PY -m train.cli synth --stocks "$ETL_STOCKS" --start 2014-01-01 --end 2023-12-31 --seed 0 --out /tmp/raw \
+want etl && ( timeout 200 $PY -m train.cli synth --stocks "$ETL_STOCKS" --start 2014-01-01 --end 2023-12-31 --seed 0 --out /tmp/raw \
     >"$OUT/synth.log" 2>&1; echo "synth rc=$?" >>"$OUT/synth.log" ) &
 SYNTH_PID=$!
 
@@ -42,7 +46,7 @@ bench() {  # bench NAME TIMEOUT ARGS...: one JSON line per run into $OUT/bench_N
   timeout "$limit" $PY "$@" 2>>"$OUT/bench_stderr.log" | tee -a "$OUT/bench_$name.json" | tail -1 | cut -c1-600 | tee -a "$OUT/summary.log"
 }
 want graph && bench graph 40 bench/graph.py --device gpu
-wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"
+if want etl; then wait $SYNTH_PID; tail -2 "$OUT/synth.log" | tee -a "$OUT/summary.log"; fi
 # ETL builds, one per ';'-separated item of ETL_RUNS (default: "spy;compare;--workers 1;--chunk 2048"). "spy": the GPU
 # defaults under py-spy (every thread, 20 Hz, non-blocking; on a fresh machine CuPy compiles its kernels in
 # this run), "profile" the same under cProfile (the main thread only), "compare" the defaults again (kernel
@@ -77,5 +81,15 @@ if want etl; then
   kill $SMI_PID 2>/dev/null
 fi
 want model && bench model 75 bench/model.py --config base --device gpu --steps 20  # XLA compile alone is ~31 s
-want metrics && bench metrics 90 bench/metrics.py --device gpu  # one year, full market: the scorer (target 2 s)
+# The full training step (gather, forward, backward, AdamW) at full-market shape: 10 years x 4,096 slots x all
+# 328 inputs, Epad 36,864. Target (issue 15): >= 100 dates/s in bf16 on one H100. Compile is ~30-60 s each.
+TRAIN_SHAPE=${TRAIN_SHAPE:---dates 2450 --stocks 4096 --features 328 --epad 36864}
+if want train; then
+  bench train 120 bench/train.py --model base --device "${TRAIN_DEVICE:-gpu}" $TRAIN_SHAPE --dtype bfloat16 --batch 8
+  bench train 120 bench/train.py --model base --device "${TRAIN_DEVICE:-gpu}" $TRAIN_SHAPE --dtype float32 --batch 4
+fi
+if want metrics; then  # one year, full market: the scorer (target 2 s), and the host's CPUs beside it
+  bench metrics 60 bench/metrics.py --device "${METRICS_DEVICE:-gpu}"
+  bench metrics 60 bench/metrics.py --device cpu
+fi
 log "done"
