@@ -4,12 +4,16 @@ loss, backward and AdamW, as one jitted function with the state donated (train/s
     .venv/bin/python bench/train.py                                       # demo shape on the CPU
     .venv/bin/python bench/train.py --model base --device gpu --dtype bfloat16 \\
         --dates 2450 --stocks 4096 --features 328 --epad 36864 --batch 8   # full market on one GPU
+    .venv/bin/python bench/train.py --model base --dtype bfloat16 --compile-only \
+        --dates 2450 --stocks 4096 --features 328 --epad 36864 --batch 8   # its FLOPs and memory, any machine
 
 The panel [T, Npad, F] (random values, 10% missing), the stock index and the edges are generated on the
 device, so nothing crosses the host-device link per step; the loop fetches step t-1's loss after dispatching
 step t, as train/loop.py does. Prints one JSON line: compile seconds, median step milliseconds, dates/s,
 XLA's FLOPs per date (cost analysis of the compiled step), the compiled step's temporary memory per date, the
-resident panel's bytes and, on a GPU, peak device memory.
+resident panel's bytes and, on a GPU, peak device memory. `--compile-only` compiles the step from shapes
+alone (nothing allocated, nothing run) and prints the figures that need no timing, for the device it compiles
+for.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ from train.step import (  # noqa: E402
 )
 
 
-def synthetic_arrays(t: int, n: int, f: int, e: int, h: int, dtype, sharding, seed: int = 0) -> Arrays:
+def synthetic_arrays(
+    t: int, n: int, f: int, e: int, h: int, dtype, sharding, seed: int = 0, abstract: bool = False
+) -> Arrays:
     """Device-resident arrays of the given shape: every stock present every date, `e // 2` undirected
-    random edges per date, 10% of the inputs missing."""
+    random edges per date, 10% of the inputs missing. `abstract`: their shapes and shardings only."""
 
     @jax.jit
     def make(key):
@@ -75,7 +81,10 @@ def synthetic_arrays(t: int, n: int, f: int, e: int, h: int, dtype, sharding, se
             ret_TNH=y * 0.01,
         )
 
-    return jax.jit(make, out_shardings=sharding)(jax.random.key(seed))
+    make_jit = jax.jit(make, out_shardings=sharding)
+    if abstract:  # shapes only: compile the step at any size without allocating the panel
+        return jax.eval_shape(make_jit, jax.random.key(seed))
+    return make_jit(jax.random.key(seed))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,41 +100,34 @@ def run(args: argparse.Namespace) -> dict:
     platform_name = mesh.devices.flat[0].platform
     panel_dtype = jnp.bfloat16 if (args.dtype == "bfloat16" or platform_name == "gpu") else jnp.float32
     arrays = synthetic_arrays(
-        args.dates, args.stocks, args.features, args.epad, len(cfg.horizons), panel_dtype, rep
+        args.dates, args.stocks, args.features, args.epad, len(cfg.horizons), panel_dtype, rep,
+        abstract=args.compile_only,
     )
     tx, step = compiled_train_step(cfg, 1.0, 1e-4, mesh)
-    params = params_init(cfg)(jax.random.key(0))
-    state = TrainState(
-        np.zeros((), np.int32), params, tx.init(params), jax.random.key_data(jax.random.key(1))
-    )
-    state = jax.tree.map(lambda a: to_mesh(np.asarray(a), rep), state)
-    schedule = to_mesh(np.array([1e-3, 10, 10_000], np.float32), rep)
+
+    def fresh_state():
+        params = params_init(cfg)(jax.random.key(0))
+        return TrainState(
+            jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key_data(jax.random.key(1))
+        )
+
     b = args.batch
     rng = np.random.default_rng(0)
 
     def dates():
         return to_mesh(rng.integers(cfg.lookback, args.dates, size=b).astype(np.int32), by_date(mesh))
 
-    d = dates()
+    if args.compile_only:
+        state, d = jax.eval_shape(fresh_state), jax.ShapeDtypeStruct((b,), jnp.int32)
+    else:
+        state, d = jax.tree.map(lambda a: to_mesh(np.asarray(a), rep), fresh_state()), dates()
+    schedule = jax.ShapeDtypeStruct((3,), jnp.float32)
     t0 = time.perf_counter()
     compiled = step.lower(state, arrays, d, d, schedule).compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     memory = compiled.memory_analysis()
-    state, metrics = step(state, arrays, d, d, schedule)  # warm-up
-    jax.block_until_ready(metrics)
-    times, prev = [], None
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        d = dates()
-        state, metrics = step(state, arrays, d, d, schedule)
-        if prev is not None:
-            float(prev["loss"])  # the loop reads step t-1's metrics after dispatching step t
-        prev = metrics
-        times.append(time.perf_counter() - t0)
-    float(prev["loss"])
-    med = statistics.median(times)
     out = {
         "bench": "train",
         "model": args.model,
@@ -142,12 +144,31 @@ def run(args: argparse.Namespace) -> dict:
         "hidden": cfg.hidden,
         "Epad": args.epad,
         "B": b,
+        "params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
         "compile_s": round(compile_s, 1),
-        "step_ms_median": round(med * 1e3, 2),
-        "dates_per_s": round(b / med, 2),
         "gflop_per_date": round(float(cost.get("flops", 0.0)) / b / 1e9, 2),
         "temp_mb_per_date": round(memory.temp_size_in_bytes / b / 2**20, 1) if memory else None,
-        "panel_gb": round(arrays.x_TNF.size * arrays.x_TNF.dtype.itemsize / 2**30, 2),
+        "panel_gb": round(np.prod(arrays.x_TNF.shape) * jnp.dtype(panel_dtype).itemsize / 2**30, 2),
+    }
+    if args.compile_only:
+        return out
+    schedule = to_mesh(np.array([1e-3, 10, 10_000], np.float32), rep)
+    state, metrics = step(state, arrays, d, d, schedule)  # warm-up
+    jax.block_until_ready(metrics)
+    times, prev = [], None
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        d = dates()
+        state, metrics = step(state, arrays, d, d, schedule)
+        if prev is not None:
+            float(prev["loss"])  # the loop reads step t-1's metrics after dispatching step t
+        prev = metrics
+        times.append(time.perf_counter() - t0)
+    float(prev["loss"])
+    med = statistics.median(times)
+    out |= {
+        "step_ms_median": round(med * 1e3, 2),
+        "dates_per_s": round(b / med, 2),
         "final_loss": round(float(prev["loss"]), 4),
         "steps": args.steps,
     }
@@ -171,6 +192,11 @@ def main() -> None:
     p.add_argument("--lookback", type=int, help="L (default: the model config's)")
     p.add_argument("--batch", type=int, default=4, help="B: dates per step")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile the step from shapes alone and print FLOPs and memory per date (any size, no panel)",
+    )
     print(json.dumps(run(p.parse_args())))
 
 
