@@ -99,10 +99,8 @@ def run(args: argparse.Namespace) -> dict:
     rep = replicated(mesh)
     platform_name = mesh.devices.flat[0].platform
     panel_dtype = jnp.bfloat16 if (args.dtype == "bfloat16" or platform_name == "gpu") else jnp.float32
-    arrays = synthetic_arrays(
-        args.dates, args.stocks, args.features, args.epad, len(cfg.horizons), panel_dtype, rep,
-        abstract=args.compile_only,
-    )
+    shape = (args.dates, args.stocks, args.features, args.epad, len(cfg.horizons))
+    arrays = synthetic_arrays(*shape, panel_dtype, rep, abstract=args.compile_only)
     tx, step = compiled_train_step(cfg, 1.0, 1e-4, mesh)
 
     def fresh_state():
