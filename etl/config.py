@@ -1,13 +1,14 @@
 """Typed configs: YAML files loaded into frozen dataclasses, with `key=value` overrides from the CLI.
 
 Every section is a dataclass whose field types are checked on load; an unknown key or a value of the wrong
-type is a `ConfigError` naming the key, the value and what is allowed.
+type is a `ConfigError` naming the key, the value and what is allowed. No config float may be NaN or +-inf.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if value is None:  # a YAML section with no keys under it (`train:`): all defaults
+            value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' = {value!r}: expected a section (mapping)")
         return build_dataclass(tp, value, prefix=key + ".")
@@ -51,6 +54,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise bad
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None  # before a section type, which would read None as an empty section
         for arg in typing.get_args(tp):
             try:
                 return _coerce(key, value, arg)
@@ -75,9 +80,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise bad
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise bad
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad
+        if not math.isfinite(value):  # a NaN would flow through training and scoring without an error
+            raise ConfigError(f"config key '{key}' = {value!r}: expected a finite number")
+        return float(value)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -125,18 +132,37 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def merge_sections(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section: a mapping (or an empty section, None) laid on a section
+    changes only the keys it names, so the section's other keys keep their values; anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
+            out[key] = merge_sections(out[key], value or {})
+        else:
+            out[key] = value
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=value` overrides to a nested mapping (keys are checked later, against the dataclass)."""
+    """Apply `a.b=value` overrides to a nested mapping (keys are checked later, against the dataclass).
+
+    A mapping value merges into the section key by key, recursively (`merge_sections`):
+    `train.folds={embargo: 30}` changes the embargo and keeps the YAML's other fold keys, as
+    `train.folds.embargo=30` does.
+    """
     out = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = out
         for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty YAML section
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a section")
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = merge_sections(node, {path[-1]: value})[path[-1]]
     return out
 
 
@@ -198,6 +224,8 @@ class SynthConfig:
     def validate(self) -> None:
         if self.stocks < 10:
             raise ConfigError(f"config key 'synth.stocks' = {self.stocks}: expected at least 10")
+        if self.seed < 0:  # numpy's SeedSequence takes no negative seed
+            raise ConfigError(f"config key 'synth.seed' = {self.seed}: expected >= 0")
         if self.idio_dof <= 2.0:
             raise ConfigError(
                 f"config key 'synth.idio_dof' = {self.idio_dof}: expected > 2 (finite variance)"

@@ -79,17 +79,26 @@ class ModelConfig:
                 raise ConfigError(f"model.hidden = {self.hidden} must be divisible by model.{name} = {heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout = {self.dropout}: expected 0 <= dropout < 1")
-        if not self.horizons or any(h < 1 for h in self.horizons):
-            raise ConfigError(f"model.horizons = {list(self.horizons)}: expected positive day counts")
+        # distinct: each horizon names a label column (target_{h}d) and an output of the heads
+        if (
+            not self.horizons
+            or any(h < 1 for h in self.horizons)
+            or len(set(self.horizons)) < len(self.horizons)
+        ):
+            raise ConfigError(
+                f"model.horizons = {list(self.horizons)}: expected distinct positive day counts"
+            )
         q = self.quantiles
         if any(not 0.0 < v < 1.0 for v in q) or list(q) != sorted(set(q)) or 0.5 not in q:
             raise ConfigError(
                 f"model.quantiles = {list(q)}: expected strictly increasing levels in (0, 1) including 0.5"
             )
-        if len(self.loss.horizon_weights) != len(self.horizons):
+        if len(self.loss.horizon_weights) != len(self.horizons):  # the default has 5 weights, for 5 horizons
             raise ConfigError(
-                f"model.loss.horizon_weights has {len(self.loss.horizon_weights)} entries; "
-                f"expected one per horizon ({len(self.horizons)})"
+                f"model.loss.horizon_weights has {len(self.loss.horizon_weights)} entries for "
+                f"{len(self.horizons)} model.horizons {list(self.horizons)}: set "
+                f"model.loss.horizon_weights=[{','.join(['1'] * len(self.horizons))}] too, one weight "
+                "per horizon"
             )
 
     @property

@@ -1,5 +1,7 @@
 """Config loading, overrides and the errors a user sees."""
 
+import re
+
 import pytest
 
 from etl.config import ConfigError, apply_overrides, parse_override
@@ -82,3 +84,85 @@ def test_missing_and_malformed_files(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(scalar)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.clip=nan",
+        "data.clip=.inf",
+        "train.lr=inf",
+        "train.weight_decay=-inf",
+        "eval.cost_bp=.nan",
+        "baseline.learning_rate=nan",
+        "synth.reversal_bp=inf",
+        "model.loss.spearman_temperature=nan",
+        "model.loss.horizon_weights=[1, 1, .nan, 1, 1]",  # in a YAML list: .nan, .inf
+        "model.quantiles=[0.1, 0.5, .inf]",
+    ],
+)
+def test_non_finite_floats_are_rejected(override):
+    key = override.split("=")[0].replace("horizon_weights", "horizon_weights[2]")
+    key = key.replace("quantiles", "quantiles[2]")
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}' = .*expected a finite number"):
+        load_config("configs/demo.yaml", [override])
+
+
+def test_non_finite_float_in_yaml_file_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  min_turnover_20d: .nan\n")
+    with pytest.raises(ConfigError, match="'data.min_turnover_20d' = nan: expected a finite number"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.seed=-1", "train.seed = -1: expected 0 <= seed < 2**32"),
+        (f"train.seed={2**32}", "train.seed = 4294967296"),
+        ("synth.seed=-1", "'synth.seed' = -1: expected >= 0"),
+        ("model.horizons=[1,1,2,3,5]", "model.horizons = [1, 1, 2, 3, 5]: expected distinct positive"),
+        ("model.horizons=[0,1,2,3,5]", "expected distinct positive day counts"),
+        ("model.horizons=[1,50]", "set model.loss.horizon_weights=[1,1] too, one weight per horizon"),
+    ],
+)
+def test_bad_seeds_and_horizons(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/demo.yaml", [override])
+    assert expected in str(err.value)
+
+
+def test_horizons_with_matching_weights_load():
+    cfg = load_config("configs/demo.yaml", ["model.horizons=[1,50]", "model.loss.horizon_weights=[1,1]"])
+    assert cfg.model.horizons == (1, 50) and cfg.model.loss.horizon_weights == (1.0, 1.0)
+
+
+def test_mapping_override_merges_into_the_section():
+    cfg = load_config("configs/demo.yaml", ["train.folds={embargo: 30}"])
+    assert cfg.train.folds.embargo == 30
+    assert cfg.train.folds.mode == "rolling"  # the YAML's, not the default 'expanding'
+    assert cfg.train.name == "demo"
+    cfg = load_config("configs/demo.yaml", ["train={folds: {max_folds: 1}, lr: 0.5}"])
+    assert (cfg.train.folds.max_folds, cfg.train.folds.mode, cfg.train.lr) == (1, "rolling", 0.5)
+    assert cfg.train.batch_dates == 8
+
+
+def test_apply_overrides_merges_recursively():
+    data = {"a": {"b": {"c": 1, "d": 2}, "e": 3}}
+    out = apply_overrides(data, ["a={b: {c: 9}}"])
+    assert out == {"a": {"b": {"c": 9, "d": 2}, "e": 3}}
+    assert data["a"]["b"]["c"] == 1
+    assert apply_overrides({"a": {"b": 1}}, ["a.b={x: 1}"]) == {"a": {"b": {"x": 1}}}  # a value: replaced
+
+
+def test_empty_yaml_section_means_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\ndata:\nmodel:\n  config: tiny\n  loss:\n")
+    cfg = load_config(path)
+    assert cfg.train == Config().train and cfg.data == Config().data
+    assert load_config(path, ["train.lr=0.5"]).train.lr == 0.5
+    assert cfg.model.loss == load_config(None, ["model.config=tiny"]).model.loss
+
+
+def test_null_stays_null_for_an_optional_value():
+    assert load_config(None, ["fetch.requests_per_minute=null"]).fetch.requests_per_minute is None

@@ -80,3 +80,8 @@ def test_default_embargo_is_exactly_twenty_sessions():
 def test_too_short_a_store_is_one_clear_error():
     with pytest.raises(GogookuError, match="the store has 100 sessions"):
         make_folds(100, FoldsConfig(), max_horizon=10, first=19)
+
+
+def test_a_lookback_longer_than_the_store_says_so():
+    with pytest.raises(GogookuError, match=r"model.lookback = 1300 sessions is longer than the store \(1218"):
+        make_folds(1218, FoldsConfig(), max_horizon=10, first=1299)

@@ -21,6 +21,7 @@ from etl.config import (
     SynthConfig,
     apply_overrides,
     build_dataclass,
+    merge_sections,
     read_yaml,
 )
 from model.config import ModelConfig, resolve_model_config_path
@@ -157,6 +158,8 @@ class TrainConfig:
         for key in ("warmup_steps", "patience", "weight_decay", "max_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} = {getattr(self, key)}: expected >= 0")
+        if not 0 <= self.seed < 2**32:  # numpy's generators take no negative seed; jax.random.key overflows
+            raise ConfigError(f"train.seed = {self.seed}: expected 0 <= seed < 2**32")
 
 
 @dataclass(frozen=True)
@@ -216,14 +219,6 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
-
-
 def _model_section(data: Any) -> dict[str, Any]:
     """The model section with its named config file underneath: the file's keys, then the section's."""
     if data is None:
@@ -234,7 +229,7 @@ def _model_section(data: Any) -> dict[str, Any]:
     if not isinstance(name, str):
         raise ConfigError(f"config key 'model.config' = {name!r}: expected a model config name or path")
     base = read_yaml(resolve_model_config_path(name)) if name else {}
-    return _merge(base, data)
+    return merge_sections(base, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

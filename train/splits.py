@@ -40,6 +40,11 @@ def _purged(start: int, stop: int, horizon: int, next_start: int) -> np.ndarray:
 
 def make_folds(n_dates: int, cfg: FoldsConfig, *, max_horizon: int, first: int = 0) -> list[Fold]:
     """The walk-forward folds over `n_dates` sessions; dates before `first` (no full lookback) are unused."""
+    if first >= n_dates:
+        raise GogookuError(
+            f"model.lookback = {first + 1} sessions is longer than the store ({n_dates} sessions): "
+            "shorten the lookback or use a longer store"
+        )
     span = cfg.train_sessions + cfg.valid_sessions + 2 * cfg.embargo
     test0 = first + span
     if test0 >= n_dates:
