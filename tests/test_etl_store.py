@@ -311,3 +311,12 @@ def test_without_listed_info_and_statements():
     )
     assert (df["sec_member_cnt"] == 0).all() and (df["is_sec_valid"] == 0).all()
     assert df["returns_1d"].null_count() < df.height
+
+
+def test_a_missing_store_says_where_a_relative_path_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GogookuError, match=f"relative to the current folder {tmp_path}"):
+        store.read_catalog("data/features")
+    with pytest.raises(GogookuError) as err:
+        store.read_catalog(tmp_path / "features")
+    assert "relative" not in str(err.value) and "run `gogooku etl` first" in str(err.value)

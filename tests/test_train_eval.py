@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -258,9 +259,17 @@ def test_predict_and_evaluate_errors_are_one_line(run, tmp_path):
         ["predict", "--run", run_dir, "--date", "2021-01-02"]
     )
     assert "the model reads 8 sessions" in cli_error(["predict", "--run", run_dir, "--date", "2021-01-05"])
-    assert "expected YYYY-MM-DD" in cli_error(["predict", "--run", run_dir, "--date", "June"])
+    for bad in ("June", "2023-12", "2023-13-01", ""):  # a partial date is no session either
+        assert f"--date {bad!r} is not a date (YYYY-MM-DD)" in cli_error(
+            ["predict", "--run", run_dir, "--date", bad]
+        )
     bad_out = str(tmp_path / "ranking.xlsx")
     assert ".csv or .parquet" in cli_error(["predict", "--run", run_dir, "--out", bad_out])
+    # checked before the run is read: a missing run folder is not what it reports
+    assert ".csv or .parquet" in cli_error(["predict", "--run", str(tmp_path / "none"), "--out", bad_out])
+    assert "no such folder" in cli_error(
+        ["predict", "--run", run_dir, "--out", str(tmp_path / "nowhere" / "r.csv")]
+    )
     assert "no such run folder" in cli_error(["predict", "--run", str(tmp_path / "none")])
     half = tmp_path / "half"
     half.mkdir()
@@ -268,6 +277,28 @@ def test_predict_and_evaluate_errors_are_one_line(run, tmp_path):
     assert "no inputs.json" in cli_error(["evaluate", "--run", str(half)])
     assert "only eval.key=value" in cli_error(["evaluate", "--run", run_dir, "model.hidden=8"])
     assert "--split train" in cli_error(["evaluate", "--run", run_dir, "--split", "train"])
+
+
+def test_eval_settings_that_leave_nothing_to_score_are_one_line_errors(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run[0], copy)
+    assert "fewer than eval.min_stocks (100000); nothing to score" in cli_error(
+        ["evaluate", "--run", str(copy), "eval.min_stocks=100000"]
+    )
+    assert "eval.lag = 100000 sessions: the test split spans" in cli_error(
+        ["evaluate", "--run", str(copy), "eval.lag=100000"]
+    )
+
+
+@pytest.mark.parametrize("damage", ["meta", "state"])
+def test_a_damaged_checkpoint_is_a_one_line_error(run, tmp_path, damage):
+    """Orbax's errors for a checkpoint with files missing become one line naming the checkpoint."""
+    copy = tmp_path / "run"
+    shutil.copytree(run[0], copy)
+    best = next(p for p in (copy / "fold_1" / "best").iterdir() if p.name.isdigit())
+    shutil.rmtree(best / damage)
+    message = cli_error(["predict", "--run", str(copy)])
+    assert f"checkpoint {best} is damaged or incomplete" in message, message
 
 
 @pytest.mark.slow

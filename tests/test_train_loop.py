@@ -22,15 +22,17 @@ import jax
 import numpy as np
 import optax
 import pytest
-from train_store import first_losses, run_config, small_store, write_config
+from train_store import cli_error, first_losses, run_config, small_store, write_config
 from typer.testing import CliRunner
 
+import train.checkpoint
 import train.step
+from etl.errors import GogookuError
 from train.checkpoint import restore_params
 from train.cli import app
 from train.config import load_config, model_config
 from train.data import load_dataset
-from train.loop import TrainingError, ZeroGradMonitor, run_training
+from train.loop import TrainingError, ZeroGradMonitor, _prepare_run_dir, run_training
 from train.step import batches, learning_rate, valid_ic_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,3 +255,130 @@ def test_folds_command_prints_the_table(baseline):
     row = next(line for line in res.output.splitlines() if line.startswith("│    0 │"))
     assert "1 walk-forward folds" in res.output
     assert [cell.strip() for cell in row.strip("│").split("│")][2::2] == ["120", "40", "60"]
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_removes_every_artifact_of_an_evaluated_run_and_keeps_other_files(tmp_path):
+    run_dir = tmp_path / "run"
+    written = [  # what train, evaluate, baseline, report, predict and ablate write (docs/evaluate.md)
+        "config.yaml",
+        "inputs.json",
+        "folds.json",
+        "summary.json",
+        "stages.json",
+        "report.html",
+        "ranking_2022-06-30.csv",
+        ".stages.json.4242.tmp",
+        "fold_0/metrics.jsonl",
+        "fold_0/summary.json",
+        "fold_0/latest/48/state/x",
+        "fold_1/best/30/meta/y",
+        "eval/test/atft/predictions.parquet",
+        "eval/test/atft/daily.parquet",
+        "eval/test/atft/metrics.json",
+        "eval/test/atft/vsn_weights.csv",
+        "eval/test/lightgbm/importance.csv",
+        "eval/valid/oracle/metrics.json",
+        "ablation/full/seed_0/config.yaml",
+        "ablation/full/seed_0/fold_0/best/4/x",
+        "ablation/full/seed_0/eval/test/atft/metrics.json",
+        "ablation/no_gat/seed_1/stages.json",
+    ]
+    mine = [  # the user's: never the project's names
+        "notes.txt",
+        "ranking_mine.csv",
+        "fold_notes/a.txt",
+        "fold_0/todo.md",
+        "eval/test/atft/plot.png",
+        "ablation/full/seed_0/mine.txt",
+        "ablation/my_variant/seed_0/config.yaml",
+    ]
+    for name in written + mine:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("old")
+    with pytest.raises(GogookuError, match="already holds a run"):
+        _prepare_run_dir(run_dir, overwrite=False)
+    assert _tree(run_dir) == set(written + mine)
+    _prepare_run_dir(run_dir, overwrite=True)
+    assert _tree(run_dir) == set(mine)
+    assert not (run_dir / "eval" / "valid").exists() and not (run_dir / "ablation" / "no_gat").exists()
+
+
+def test_a_resume_with_other_train_or_data_settings_is_refused_and_changes_nothing(baseline, tmp_path):
+    _, base_dir, _ = baseline
+    run_dir = tmp_path / "copy"
+    shutil.copytree(base_dir, run_dir)
+    before = (run_dir / "config.yaml").read_bytes()
+    line = cli_error(["train", "--resume", str(run_dir), "train.lr=0.5", "data.clip=2.0", "--max-steps", "4"])
+    assert "train.lr: 0.001 vs 0.5" in line and "train.max_steps: 48 vs 4" in line
+    assert "data.clip: 5.0 vs 2.0" in line and "train.seed" not in line
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def test_a_resume_with_another_checkpoint_and_log_cadence_equals_the_uninterrupted_run(
+    baseline, store, runs, monkeypatch
+):
+    raw, base_dir, _ = baseline
+    raw = {**raw, "train": {**raw["train"], "name": "cadence"}}
+    save, saved = train.checkpoint.save, []
+
+    class Killed(Exception):
+        pass
+
+    def save_then_stop(manager, step, *args):
+        saved.append(step)
+        if len(saved) == 2:  # the second save (step 16) never happens: 'latest' stays at step 8
+            raise Killed
+        save(manager, step, *args)
+
+    monkeypatch.setattr(train.checkpoint, "save", save_then_stop)
+    with pytest.raises(Killed):
+        run_training(_load(raw, runs))
+    monkeypatch.setattr(train.checkpoint, "save", save)
+    assert saved == [8, 16]
+    resumed = {**raw, "train": {**raw["train"], "checkpoint_every": 5, "log_every": 3}}
+    run_training(_load(resumed, runs), resume=runs / "cadence")
+    for kind in ("latest", "best"):
+        got, got_meta = restore_params(runs / "cadence" / "fold_0", kind)
+        want, want_meta = restore_params(base_dir / "fold_0", kind)
+        assert got_meta["step"] == want_meta["step"]
+        diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), got, want)
+        assert max(jax.tree.leaves(diffs)) == 0.0, kind
+    valid = lambda d: [(r["step"], r["valid_rank_ic"]) for r in _records(d, "valid")]
+    assert valid(runs / "cadence") == valid(base_dir)
+    assert load_config(runs / "cadence" / "config.yaml").train.checkpoint_every == 5
+
+
+def test_a_start_refused_for_its_batch_size_writes_nothing_so_the_rerun_needs_no_overwrite(store, runs):
+    path = write_config(runs / "batch.yaml", _config(store, runs, "batch", max_steps=2, checkpoint_every=100))
+    line = cli_error(["train", "--config", str(path), "train.batch_dates=1000"])
+    assert "fold 0 has 120 training dates, fewer than train.batch_dates (1000)" in line
+    assert not (runs / "batch").exists()
+    res = runner.invoke(app, ["train", "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((runs / "batch" / "fold_0" / "summary.json").read_text())["steps"] == 2
+
+
+def test_an_empty_universe_is_refused_before_the_run_folder_is_written(store, runs):
+    path = write_config(runs / "empty.yaml", _config(store, runs, "empty"))
+    line = cli_error(["train", "--config", str(path), "data.min_turnover_20d=1e30"])
+    assert "fold 0's training dates" in line and "hold no universe stock" in line
+    assert "data.min_turnover_20d = 1e+30" in line and "data.exclude_sector9999 = True" in line
+    assert not (runs / "empty").exists()
+
+
+def test_resume_of_a_folder_without_a_run_names_the_folder(tmp_path):
+    line = cli_error(["train", "--resume", str(tmp_path / "nonexistent")])
+    assert f"{tmp_path / 'nonexistent'} is not a run folder (no config.yaml)" in line
+
+
+def test_a_file_where_the_runs_folder_should_be_is_one_line(store, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    path = write_config(tmp_path / "c.yaml", run_config(store, afile, name="run"))
+    line = cli_error(["train", "--config", str(path)])
+    assert f"{afile} is not a folder" in line and "paths.runs" in line
+    assert afile.read_text() == "mine"

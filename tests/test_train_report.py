@@ -460,6 +460,13 @@ def test_cli_prints_the_headline_and_the_path(tmp_path):
     assert str(out) in result.output.replace("\n", "")
 
 
+def test_cli_refuses_an_out_that_is_not_html(tmp_path):
+    run = write_run(tmp_path, full=False)
+    result = runner.invoke(app, ["report", "--run", str(run), "--out", str(tmp_path / "report.png")])
+    assert result.exit_code == 2 and "expected an .html file name" in result.output
+    assert not (tmp_path / "report.png").exists()
+
+
 @pytest.mark.parametrize("make", ["missing", "file", "no_eval"])
 def test_cli_bad_run_folder_is_one_line(tmp_path, make):
     target = tmp_path / "run"

@@ -45,15 +45,26 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, 
     )
 
 
+def _read(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite) -> Any:
+    """`manager.restore`, with a damaged or incomplete checkpoint (files deleted, truncated, hand-edited) as
+    one GogookuError that names it, rather than Orbax's traceback."""
+    try:
+        return manager.restore(step, args=args)
+    except Exception as err:  # Orbax raises KeyError, ValueError, FileNotFoundError, ... for damaged files
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise GogookuError(
+            f"checkpoint {manager.directory}/{step} is damaged or incomplete ({type(err).__name__}: "
+            f"{detail}); train the run again (gogooku train --overwrite)"
+        ) from None
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
     """The latest step's (state, meta), restored into `abstract_state` (structure, shardings); or None."""
     step = manager.latest_step()
     if step is None:
         return None
-    out = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
-    )
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    out = _read(manager, step, args)
     return out["state"], dict(out["meta"])
 
 
@@ -63,7 +74,7 @@ def read_meta(fold_dir: Path, kind: str = "best") -> dict[str, Any]:
     step = manager.latest_step()
     if step is None:
         raise GogookuError(f"no {kind} checkpoint in {fold_dir}")
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = _read(manager, step, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     manager.close()
     return dict(meta)
 

@@ -334,15 +334,13 @@ def train(
     overrides: OverridesArg = None,
 ) -> None:
     """Train ATFT-GAT-FAN walk-forward on the feature store into paths.runs/train.name (docs/train.md)."""
-    from pathlib import Path
-
     from train.config import load_config
-    from train.loop import run_training
+    from train.loop import resume_folder, run_training
 
     extra = [f"train.max_steps={max_steps}"] if max_steps is not None else []
     extra += [f"device={device}"] if device is not None else []
     if config is None and resume is not None:
-        config = str(Path(resume) / "config.yaml")
+        config = str(resume_folder(resume) / "config.yaml")
     cfg = load_config(config, [*(overrides or []), *extra])
     result = run_training(cfg, resume=resume, overwrite=overwrite, console=console)
     h1 = next(k for k in result if k.startswith("mean_best_valid_rank_ic_h"))
@@ -419,8 +417,10 @@ def predict(
     rank, with company name and sector (docs/evaluate.md)."""
     from pathlib import Path
 
-    from train.predict import ranking, write_ranking
+    from train.predict import check_out, ranking, write_ranking
 
+    if out is not None:
+        check_out(out)
     frame = ranking(run, date, console=console)
     day = frame["Date"][0]
     path = write_ranking(frame, out or Path(run) / f"ranking_{day}.csv")

@@ -108,6 +108,19 @@ class Dataset:
             **self.settings,
         }
 
+    def check_universe(self, date_idx: np.ndarray, what: str) -> None:
+        """Refuse dates without a universe to rank (two stocks on one date at least): training on them learns
+        nothing and validation gives no RankIC, so a run would 'succeed' without a model."""
+        most = int(self.stock_mask_TN[np.asarray(date_idx)].sum(1).max(initial=0))
+        if most < 2:
+            u = self.settings["universe"]
+            days = f"{self.dates[date_idx[0]]}..{self.dates[date_idx[-1]]}" if len(date_idx) else "none"
+            raise GogookuError(
+                f"{what} ({days}) hold {'no universe stock' if most == 0 else 'one universe stock a date'}: "
+                f"data.exclude_sector9999 = {u['exclude_sector9999']} and data.min_turnover_20d = "
+                f"{u['min_turnover_20d']:g} leave nothing to rank (lower the floor or check the store)"
+            )
+
 
 def input_hash(names: tuple[str, ...] | list[str]) -> str:
     """sha256 of the input names in model order: a checkpoint only fits data with the same hash."""

@@ -223,7 +223,17 @@ def score_model(
     horizons = grid.ds.horizons
     shape_GH = (len(grid.ds.codes), len(horizons))
     dates, fold_D, pred_DGH = _split_sequence(preds, shape_GH)
+    if config.lag >= dates.size:
+        raise GogookuError(
+            f"eval.lag = {config.lag} sessions: the {split} split spans {dates.size}, so no portfolio trades"
+        )
     scores = select_dates(score_dates(grid, dates, pred_DGH, config), fold_D >= 0)
+    most = int(np.max(scores.per_date["signal"]["n_stocks"], initial=0))
+    if most < config.min_stocks:
+        raise GogookuError(
+            f"{model}, {split} split: at most {most} stocks a date have both a prediction and a return, "
+            f"fewer than eval.min_stocks ({config.min_stocks}); nothing to score"
+        )
     overall = summarise(scores, horizons, config)
     folds = []
     for p in preds:  # a fold's figures: its dates' share of the split's sequence

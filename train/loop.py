@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from model.config import ModelConfig
 from train import checkpoint
 from train.config import Config, config_dict, load_config, model_config
 from train.data import Dataset, load_dataset
-from train.runs import device_name, record_stage
+from train.runs import MODELS, SPLITS, device_name, record_stage
 from train.splits import Fold, fold_records, make_folds
 from train.step import (
     MODULES,
@@ -53,6 +54,17 @@ from train.step import (
 )
 
 RUN_FILES = ("config.yaml", "inputs.json", "folds.json", "summary.json")
+# What the project's commands write into a run folder (docs/train.md, docs/evaluate.md): --overwrite removes
+# these, their leftover temporary siblings, and nothing else. Checkpoint folders are Orbax's, removed whole.
+RUN_ARTIFACTS = (*RUN_FILES, "stages.json", "report.html")  # + every command's stages, gogooku report
+RANKING_FILE = re.compile(r"ranking_\d{4}-\d{2}-\d{2}\.csv")  # gogooku predict's default output
+FOLD_DIR, SEED_DIR = re.compile(r"fold_\d+"), re.compile(r"seed_\d+")  # train; ablate's run folders
+FOLD_FILES = ("metrics.jsonl", "summary.json")
+EVAL_FILES = ("predictions.parquet", "daily.parquet", "metrics.json", "vsn_weights.csv", "importance.csv")
+TMP_FILE = re.compile(r"\.(.+?)(?:\.\d+)?\.tmp")  # write_atomic's sibling: .NAME.tmp or .NAME.PID.tmp
+# Settings a resume may change: they set when lines are logged and checkpoints saved, never a parameter
+# (a resume with another checkpoint_every gives bit-identical parameters and validations).
+RESUME_MAY_CHANGE = ("train.log_every", "train.checkpoint_every")
 absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's info and timing chatter
 
 
@@ -210,11 +222,7 @@ def train_fold(run: Run, fold: Fold, n_folds: int) -> dict[str, Any]:
     fold_dir = run.run_dir / f"fold_{fold.index}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     b = tc.batch_dates
-    steps_per_epoch = fold.train.size // b
-    if steps_per_epoch == 0:
-        raise GogookuError(
-            f"fold {fold.index} has {fold.train.size} training dates, fewer than train.batch_dates"
-        )
+    steps_per_epoch = fold.train.size // b  # >= 1: _check_folds
     total = steps_per_epoch * tc.max_epochs
     total = min(total, tc.max_steps) if tc.max_steps else total
     managers = checkpoint.managers(fold_dir)
@@ -405,10 +413,29 @@ def train_fold(run: Run, fold: Fold, n_folds: int) -> dict[str, Any]:
     return summary
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A fresh run folder. An existing run (config.yaml inside) is replaced only with `overwrite`, and then
-    only the files a run writes are removed; any other non-empty folder is refused."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+def resume_folder(path: str | Path) -> Path:
+    """The run folder `--resume` names, refused in one line when it holds no config.yaml (checked before
+    the config is read from it, so the error names the folder rather than a missing file)."""
+    if not (Path(path) / "config.yaml").is_file():
+        raise GogookuError(
+            f"{path} is not a run folder (no config.yaml): --resume takes a folder gogooku train wrote "
+            "(paths.runs/train.name)"
+        )
+    return Path(path)
+
+
+def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a place where a fresh run cannot go: under a file, a non-empty folder that holds no run, or a
+    run without `overwrite`. Writes nothing, so it runs before the store loads and again just before use."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                raise GogookuError(
+                    f"{path} is not a folder, so the run folder {run_dir} cannot be made "
+                    "(check paths.runs and train.name)"
+                )
+            break
+    if run_dir.is_dir() and any(run_dir.iterdir()):
         if not (run_dir / "config.yaml").is_file():
             raise GogookuError(
                 f"{run_dir} exists and is not a run folder (no config.yaml): choose train.name"
@@ -418,16 +445,103 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
                 f"{run_dir} already holds a run: continue it with --resume {run_dir}, replace it with "
                 "--overwrite, or choose another train.name"
             )
-        for path in run_dir.glob("fold_*"):
-            if path.is_dir():
-                shutil.rmtree(path)
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_files(folder: Path, names: tuple[str, ...], pattern: re.Pattern[str] | None = None) -> None:
+    """Remove the plain files of `folder` named in `names` (or matching `pattern`), and their temporary
+    siblings a killed write left."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.iterdir():
+        tmp = TMP_FILE.fullmatch(path.name)
+        name = tmp.group(1) if tmp else path.name
+        if (
+            (name in names or (pattern and pattern.fullmatch(name)))
+            and path.is_file()
+            and not path.is_symlink()
+        ):
+            path.unlink()
+
+
+def _subfolders(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return [p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def remove_run_artifacts(run_dir: Path) -> None:
+    """Remove everything the project's commands write into a run folder: train's records and fold_<k>/,
+    stages.json, eval/<split>/<model>/'s files, report.html, predict's ranking_<date>.csv and ablate's
+    ablation/<variant>/seed_<n>/ run folders. A file the project did not write stays where it is, and so
+    does every folder that still holds one: --overwrite must not lose the user's files."""
+    _remove_files(run_dir, RUN_ARTIFACTS, RANKING_FILE)
+    for fold_dir in _subfolders(run_dir, FOLD_DIR):
+        _remove_files(fold_dir, FOLD_FILES)
+        for kind in checkpoint.KINDS:
+            if (fold_dir / kind).is_dir() and not (fold_dir / kind).is_symlink():
+                shutil.rmtree(fold_dir / kind)
+        _remove_if_empty(fold_dir)
+    for split in SPLITS:
+        for model in MODELS:
+            _remove_files(run_dir / "eval" / split / model, EVAL_FILES)
+            _remove_if_empty(run_dir / "eval" / split / model)
+        _remove_if_empty(run_dir / "eval" / split)
+    _remove_if_empty(run_dir / "eval")
+    from train.ablate import VARIANT_OVERRIDES  # here only: train.ablate imports the report
+
+    for variant in VARIANT_OVERRIDES:
+        for seed in _subfolders(run_dir / "ablation" / variant, SEED_DIR):
+            remove_run_artifacts(seed)
+            _remove_if_empty(seed)
+        _remove_if_empty(run_dir / "ablation" / variant)
+    _remove_if_empty(run_dir / "ablation")
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A fresh run folder. An existing run (config.yaml inside) is replaced only with `overwrite`, and then
+    only what the project wrote there is removed (`remove_run_artifacts`); any other non-empty folder is
+    refused."""
+    _check_run_dir(run_dir, overwrite)
+    if run_dir.is_dir():
+        remove_run_artifacts(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GogookuError(f"cannot make the run folder {run_dir}: {err.strerror}") from None
+
+
+def _check_folds(ds: Dataset, folds: list[Fold], batch_dates: int) -> None:
+    """Refuse folds that cannot train, before anything is written: a rerun with other settings then needs no
+    --overwrite. A fold needs a batch of training dates and a universe to rank on its training and
+    validation dates."""
+    for fold in folds:
+        if fold.train.size < batch_dates:
+            raise GogookuError(
+                f"fold {fold.index} has {fold.train.size} training dates, fewer than train.batch_dates "
+                f"({batch_dates})"
+            )
+        ds.check_universe(fold.train, f"fold {fold.index}'s training dates")
+        ds.check_universe(fold.valid, f"fold {fold.index}'s validation dates")
+
+
+def _flat(section: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
 
 
 def _check_resume(run_dir: Path, cfg: Config, ds: Dataset, folds_json: list[dict[str, Any]]) -> None:
-    """Refuse to continue a run with other inputs, another model config or other folds, saying which."""
+    """Refuse to continue a run with other inputs, another model config, other train or data settings (but
+    those in RESUME_MAY_CHANGE) or other folds, saying which: a resume must equal the uninterrupted run."""
     saved = json.loads((run_dir / "inputs.json").read_text())
     if saved["input_hash"] != ds.input_hash:
         gone = [n for n in saved["inputs"] if n not in ds.input_names]
@@ -446,6 +560,20 @@ def _check_resume(run_dir: Path, cfg: Config, ds: Dataset, folds_json: list[dict
         raise checkpoint.CheckpointMismatch(
             f"{run_dir} has another model config (run vs now): {'; '.join(diffs)}"
         )
+    saved_dict, now_dict = config_dict(saved_cfg), config_dict(cfg)
+    changed = []
+    for section in ("train", "data"):
+        was, now = _flat(saved_dict[section], section), _flat(now_dict[section], section)
+        for key in dict.fromkeys([*was, *now]):
+            # data.inputs: the input hash above decides (another spelling of the same list is the same run)
+            if key not in (*RESUME_MAY_CHANGE, "data.inputs") and was.get(key) != now.get(key):
+                changed.append(f"{key}: {was.get(key)!r} vs {now.get(key)!r}")
+    if changed:
+        raise GogookuError(
+            f"{run_dir} was trained with other train/data settings (run vs now): {'; '.join(changed)}; a "
+            f"resume continues the run as it was (only {', '.join(RESUME_MAY_CHANGE)} may change): drop "
+            "these overrides, or start another run (another train.name or --overwrite)"
+        )
     if json.loads((run_dir / "folds.json").read_text()) != folds_json:
         raise GogookuError(f"{run_dir}: train.folds (or the store's dates) differ from the run's folds.json")
 
@@ -455,13 +583,15 @@ def run_training(
 ) -> dict[str, Any]:
     """Train every fold of `cfg` into paths.runs/train.name (or continue the run folder `resume`)."""
     console = console or Console(stderr=True)
+    started = time.perf_counter()
+    if resume is not None:
+        run_dir = resume_folder(resume)
+    else:  # refused before the store loads; checked again, with the folds, before anything is written
+        run_dir = Path(cfg.paths.runs) / cfg.train.name
+        _check_run_dir(run_dir, overwrite)
     init_distributed()
     if not jax.config.jax_compilation_cache_dir:  # compiled steps persist: a rerun or resume skips XLA
         jax.config.update("jax_compilation_cache_dir", str(Path(cfg.paths.runs).absolute() / ".jax_cache"))
-    started = time.perf_counter()
-    run_dir = Path(resume) if resume is not None else Path(cfg.paths.runs) / cfg.train.name
-    if resume is not None and not (run_dir / "config.yaml").is_file():
-        raise GogookuError(f"--resume {run_dir}: not a run folder (no config.yaml)")
     mesh = make_mesh(cfg.device)
     if cfg.train.batch_dates % mesh.size:
         raise GogookuError(
@@ -479,6 +609,7 @@ def run_training(
     folds = make_folds(
         len(ds.dates), cfg.train.folds, max_horizon=max(model_cfg.horizons), first=model_cfg.lookback - 1
     )
+    _check_folds(ds, folds, cfg.train.batch_dates)
     folds_json = fold_records(folds, ds.dates)
     if resume is not None:
         _check_resume(run_dir, cfg, ds, folds_json)

@@ -9,6 +9,7 @@ before the date. Written as CSV or Parquet by the output's suffix (docs/evaluate
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from rich.progress import Progress
 
 from etl.errors import GogookuError
 from etl.files import write_atomic
+from etl.panels.calendar import parse_date
 from etl.sources.raw_store import read_endpoint
 from train import checkpoint
 from train.config import model_config
@@ -29,16 +31,13 @@ from train.step import predict_step
 FORMATS = (".csv", ".parquet")
 
 
-def _session(ds: Dataset, date: str | None, lookback: int) -> int:
+def _session(ds: Dataset, date: dt.date | None, lookback: int) -> int:
     """The store index of `date` (default: the last session), refusing a date the model cannot read."""
     first, last = ds.dates[0], ds.dates[-1]
     if date is None:
         t = len(ds.dates) - 1
     else:
-        try:
-            day = np.datetime64(date, "D")
-        except ValueError:
-            raise GogookuError(f"--date {date}: expected YYYY-MM-DD") from None
+        day = np.datetime64(date, "D")
         t = int(np.searchsorted(ds.dates, day))
         if t == len(ds.dates) or ds.dates[t] != day:
             raise GogookuError(
@@ -86,6 +85,7 @@ def last_fold(run: RunFolder) -> Path:
 def ranking(run_dir: str | Path, date: str | None = None, *, console: Console | None = None) -> pl.DataFrame:
     """The ranking of `date`'s universe by the last fold's model (columns: docs/evaluate.md)."""
     console = console or Console(stderr=True)
+    day = None if date is None else parse_date(date, "--date")
     run = open_run(run_dir)
     fold_dir = last_fold(run)
     cfg = run.cfg
@@ -96,7 +96,7 @@ def ranking(run_dir: str | Path, date: str | None = None, *, console: Console | 
         )
     check_inputs(run, ds.input_hash)
     model_cfg = model_config(cfg, n_features=len(ds.input_names))
-    t = _session(ds, date, model_cfg.lookback)
+    t = _session(ds, day, model_cfg.lookback)
     params, meta = checkpoint.restore_params(fold_dir, "best")
     checkpoint.check_compatible(meta, ds.input_hash, len(ds.input_names), model_cfg, str(fold_dir / "best"))
     q_NHQ = np.asarray(predict_step(params, ds.arrays, np.array([t], np.int32), cfg=model_cfg))[0]
@@ -143,11 +143,21 @@ def ranking(run_dir: str | Path, date: str | None = None, *, console: Console | 
     )
 
 
-def write_ranking(frame: pl.DataFrame, out: str | Path) -> Path:
-    """Write the ranking as CSV or Parquet, by the suffix of `out`."""
+def check_out(out: str | Path) -> Path:
+    """The ranking's output file: a .csv or .parquet name in an existing folder (checked before any work)."""
     path = Path(out)
     if path.suffix.lower() not in FORMATS:
         raise GogookuError(f"--out {path}: expected a .csv or .parquet file name")
+    if path.is_dir():
+        raise GogookuError(f"--out {path} is a folder: it takes the file to write")
+    if not path.parent.is_dir():
+        raise GogookuError(f"--out {path}: no such folder {path.parent}")
+    return path
+
+
+def write_ranking(frame: pl.DataFrame, out: str | Path) -> Path:
+    """Write the ranking as CSV or Parquet, by the suffix of `out`."""
+    path = check_out(out)
     if path.suffix.lower() == ".csv":
         return write_atomic(path, frame.write_csv())
     return write_atomic(path, lambda fh: frame.write_parquet(fh, compression="zstd"))

@@ -1110,6 +1110,8 @@ def render_report(
     target = Path(out) if out is not None else run / "report.html"
     if target.is_dir():
         raise GogookuError(f"{target} is a folder: --out takes the HTML file to write")
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise GogookuError(f"--out {target}: expected an .html file name (the report is one HTML page)")
     if not target.parent.is_dir():
         raise GogookuError(f"{target.parent}: no such folder for the report")
     step = progress or (lambda _: None)

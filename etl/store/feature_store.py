@@ -355,7 +355,10 @@ def write_catalog(out: Path, columns: list[str], meta: dict[str, Any]) -> dict[s
 def read_catalog(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / CATALOG
     if not path.exists():
-        raise GogookuError(f"no feature store at {out_dir} ({CATALOG} missing); run `gogooku etl` first")
+        where = "" if Path(out_dir).is_absolute() else f", relative to the current folder {Path.cwd()}"
+        raise GogookuError(
+            f"no feature store at {out_dir} ({CATALOG} missing{where}); run `gogooku etl` first"
+        )
     return json.loads(path.read_text())
 
 
