@@ -159,6 +159,27 @@ def test_mistakes_are_one_line_errors(setup, tmp_path):
     assert (tmp_path / "runs" / "mine" / "notes.txt").read_text() == "mine"
 
 
+def test_trees_without_a_split_are_a_warning(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    path = setup[1]
+    overrides = [f"paths.runs={tmp_path}", "baseline.min_data_in_leaf=100000000", "train.folds.max_folds=1"]
+    result = CliRunner().invoke(app, ["baseline", "-c", str(path), *overrides], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    warned = [ln for ln in result.output.splitlines() if "no tree split its rows" in ln]
+    assert len(warned) == len(HORIZONS) and "fold 0, 1d" in warned[0], result.output
+    assert (
+        "no tree split"
+        not in CliRunner()
+        .invoke(
+            app, ["baseline", "-c", str(path), f"paths.runs={tmp_path / 'ok'}", "train.folds.max_folds=1"]
+        )
+        .output
+    )
+
+
 @pytest.mark.parametrize("sample_cnt", [200_000, 150])  # every row finds the bin edges; a sample of them
 def test_binning_from_the_panel_equals_binning_a_float_matrix(sample_cnt, monkeypatch):
     """`bin_training_rows` hands LightGBM the panel's rows in batches (`PanelRows`); the trees it grows must

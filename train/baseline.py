@@ -251,6 +251,14 @@ def run_baseline(cfg: Config, split: str = "test", *, console: Console | None = 
             train_idx = binned.rows_of(fold.train)
             valid = universe_rows(x_TNF, ds.stock_mask_TN, fold.valid)
             boosters = fit_fold(binned, train_idx, valid, ds, bc, lambda: bar.update(task, advance=1))
+            for h, booster in zip(ds.horizons, boosters, strict=True):
+                if not booster.feature_importance("split", iteration=booster.best_iteration).any():
+                    console.print(
+                        f"[yellow]warning:[/] LightGBM fold {fold.index}, {h}d: no tree split its rows "
+                        f"(baseline.min_data_in_leaf = {bc.min_data_in_leaf} too large for "
+                        f"{train_idx.size} rows?): one constant prediction, no RankIC",
+                        highlight=False,
+                    )
             date_idx = split_dates(fold, split)
             rows = universe_rows(x_TNF, ds.stock_mask_TN, date_idx)
             pred_DNH = np.full((date_idx.size, ds.n_pad, h_n), np.nan, np.float32)
