@@ -80,6 +80,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise bad
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string, in files and in lists
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise bad
         if not math.isfinite(value):  # a NaN would flow through training and scoring without an error

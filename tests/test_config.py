@@ -115,6 +115,19 @@ def test_non_finite_float_in_yaml_file_is_rejected(tmp_path):
         load_config(path)
 
 
+def test_a_float_written_without_a_dot_is_a_float_in_files_and_lists(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string unless it has a dot: a float setting takes the number."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\nmodel:\n  loss:\n    horizon_weights: [2e-1, 1, 1, 1, 1]\n")
+    cfg = load_config(path, ["model.loss.horizon_weights=[1e-3, 1, 1, 1, 1]"])
+    assert cfg.train.lr == 1e-3 and cfg.model.loss.horizon_weights[0] == 1e-3
+    assert load_config(path).model.loss.horizon_weights[0] == 0.2
+    with pytest.raises(ConfigError, match="'train.lr' = 'fast'"):
+        load_config(path, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        load_config(path, ["model.loss.horizon_weights=[nan, 1, 1, 1, 1]"])
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
