@@ -179,3 +179,27 @@ def test_empty_yaml_section_means_defaults(tmp_path):
 
 def test_null_stays_null_for_an_optional_value():
     assert load_config(None, ["fetch.requests_per_minute=null"]).fetch.requests_per_minute is None
+
+
+def test_a_run_config_loads_without_its_model_file(tmp_path):
+    """config.yaml of a run gives every model key, so the named model file need not travel with the run; a
+    config that gives only some keys still reads the file under them (and says when it is missing)."""
+    import yaml
+
+    from train.config import config_dict
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("hidden: 24\nloss:\n  ic_weight: 0.5\n")
+    cfg = load_config(None, [f"model.config={own}"])
+    assert cfg.model.hidden == 24 and cfg.model.loss.ic_weight == 0.5
+    run = tmp_path / "config.yaml"
+    run.write_text(yaml.safe_dump(config_dict(cfg)))
+    own.unlink()
+    assert load_config(run) == cfg
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(None, [f"model.config={own}", "model.hidden=32"])
+    partial = yaml.safe_load(run.read_text())
+    del partial["model"]["loss"]["ic_weight"]  # one nested key short: the file is needed again
+    run.write_text(yaml.safe_dump(partial))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(run)

@@ -10,6 +10,7 @@ override any of its keys (`model.hidden=32`); its `n_features` is set by the run
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -228,8 +229,22 @@ def _model_section(data: Any) -> dict[str, Any]:
     name = data.get("config", "")
     if not isinstance(name, str):
         raise ConfigError(f"config key 'model.config' = {name!r}: expected a model config name or path")
-    base = read_yaml(resolve_model_config_path(name)) if name else {}
+    # A run folder's config.yaml gives every key, so it never needs the file (which may not have travelled
+    # with the run to the machine that evaluates it).
+    base = read_yaml(resolve_model_config_path(name)) if name and not _complete(data, ModelConfig) else {}
     return merge_sections(base, data)
+
+
+def _complete(data: dict[str, Any], cls: type) -> bool:
+    """Whether `data` gives every field of dataclass `cls`, nested sections included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            return False
+        inner, tp = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(tp) and not (isinstance(inner, dict) and _complete(inner, tp)):
+            return False
+    return True
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
