@@ -282,19 +282,16 @@ def test_overwrite_removes_every_artifact_of_an_evaluated_run_and_keeps_other_fi
         "eval/test/atft/vsn_weights.csv",
         "eval/test/lightgbm/importance.csv",
         "eval/valid/oracle/metrics.json",
-        "ablation/full/seed_0/config.yaml",
-        "ablation/full/seed_0/fold_0/best/4/x",
-        "ablation/full/seed_0/eval/test/atft/metrics.json",
-        "ablation/no_gat/seed_1/stages.json",
     ]
-    mine = [  # the user's: never the project's names
+    mine = [  # the user's: never the project's names; and ablate's runs, hours of work with their own config
         "notes.txt",
         "ranking_mine.csv",
         "fold_notes/a.txt",
         "fold_0/todo.md",
         "eval/test/atft/plot.png",
-        "ablation/full/seed_0/mine.txt",
-        "ablation/my_variant/seed_0/config.yaml",
+        "ablation/full/seed_0/config.yaml",
+        "ablation/full/seed_0/fold_0/best/4/x",
+        "ablation/no_gat/seed_1/stages.json",
     ]
     for name in written + mine:
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +301,7 @@ def test_overwrite_removes_every_artifact_of_an_evaluated_run_and_keeps_other_fi
     assert _tree(run_dir) == set(written + mine)
     _prepare_run_dir(run_dir, overwrite=True)
     assert _tree(run_dir) == set(mine)
-    assert not (run_dir / "eval" / "valid").exists() and not (run_dir / "ablation" / "no_gat").exists()
+    assert not (run_dir / "eval" / "valid").exists() and not (run_dir / "fold_1").exists()
 
 
 def test_a_resume_with_other_train_or_data_settings_is_refused_and_changes_nothing(baseline, tmp_path):
@@ -360,6 +357,12 @@ def test_a_start_refused_for_its_batch_size_writes_nothing_so_the_rerun_needs_no
     res = runner.invoke(app, ["train", "--config", str(path)])
     assert res.exit_code == 0, res.output
     assert json.loads((runs / "batch" / "fold_0" / "summary.json").read_text())["steps"] == 2
+    kept = runs / "batch" / "ablation" / "full" / "seed_0" / "config.yaml"  # ablate's: kept, with a warning
+    kept.parent.mkdir(parents=True)
+    kept.write_text("old")
+    res = runner.invoke(app, ["train", "--config", str(path), "--overwrite"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and f"kept {runs / 'batch' / 'ablation'}" in res.output, res.output
+    assert kept.read_text() == "old"
 
 
 def test_an_empty_universe_is_refused_before_the_run_folder_is_written(store, runs):

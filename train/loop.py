@@ -58,7 +58,7 @@ RUN_FILES = ("config.yaml", "inputs.json", "folds.json", "summary.json")
 # these, their leftover temporary siblings, and nothing else. Checkpoint folders are Orbax's, removed whole.
 RUN_ARTIFACTS = (*RUN_FILES, "stages.json", "report.html")  # + every command's stages, gogooku report
 RANKING_FILE = re.compile(r"ranking_\d{4}-\d{2}-\d{2}\.csv")  # gogooku predict's default output
-FOLD_DIR, SEED_DIR = re.compile(r"fold_\d+"), re.compile(r"seed_\d+")  # train; ablate's run folders
+FOLD_DIR = re.compile(r"fold_\d+")
 FOLD_FILES = ("metrics.jsonl", "summary.json")
 EVAL_FILES = ("predictions.parquet", "daily.parquet", "metrics.json", "vsn_weights.csv", "importance.csv")
 TMP_FILE = re.compile(r"\.(.+?)(?:\.\d+)?\.tmp")  # write_atomic's sibling: .NAME.tmp or .NAME.PID.tmp
@@ -475,10 +475,11 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def remove_run_artifacts(run_dir: Path) -> None:
-    """Remove everything the project's commands write into a run folder: train's records and fold_<k>/,
-    stages.json, eval/<split>/<model>/'s files, report.html, predict's ranking_<date>.csv and ablate's
-    ablation/<variant>/seed_<n>/ run folders. A file the project did not write stays where it is, and so
-    does every folder that still holds one: --overwrite must not lose the user's files."""
+    """Remove what the project's commands write into a run folder: train's records and fold_<k>/,
+    stages.json, eval/<split>/<model>/'s files, report.html and predict's ranking_<date>.csv. A file the
+    project did not write stays where it is, and so does every folder that still holds one: --overwrite must
+    not lose the user's files. ablate's ablation/ stays too: hours of runs, each with its own config.yaml
+    (run_training warns that they were made with the replaced run's config)."""
     _remove_files(run_dir, RUN_ARTIFACTS, RANKING_FILE)
     for fold_dir in _subfolders(run_dir, FOLD_DIR):
         _remove_files(fold_dir, FOLD_FILES)
@@ -492,14 +493,6 @@ def remove_run_artifacts(run_dir: Path) -> None:
             _remove_if_empty(run_dir / "eval" / split / model)
         _remove_if_empty(run_dir / "eval" / split)
     _remove_if_empty(run_dir / "eval")
-    from train.ablate import VARIANT_OVERRIDES  # here only: train.ablate imports the report
-
-    for variant in VARIANT_OVERRIDES:
-        for seed in _subfolders(run_dir / "ablation" / variant, SEED_DIR):
-            remove_run_artifacts(seed)
-            _remove_if_empty(seed)
-        _remove_if_empty(run_dir / "ablation" / variant)
-    _remove_if_empty(run_dir / "ablation")
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -615,6 +608,12 @@ def run_training(
         _check_resume(run_dir, cfg, ds, folds_json)
     else:
         _prepare_run_dir(run_dir, overwrite)
+        if (run_dir / "ablation").is_dir():
+            console.print(
+                f"[yellow]warning:[/] kept {run_dir / 'ablation'}: its runs were made with the replaced "
+                "run's config, and `gogooku ablate` skips those evaluated: remove it to redo them",
+                highlight=False,
+            )
         write_atomic(run_dir / "inputs.json", json.dumps(ds.inputs_record(), indent=1))
         write_atomic(run_dir / "folds.json", json.dumps(folds_json, indent=1))
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config_dict(cfg), sort_keys=False))
