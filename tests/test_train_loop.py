@@ -343,9 +343,13 @@ def test_a_resume_with_another_checkpoint_and_log_cadence_equals_the_uninterrupt
         want, want_meta = restore_params(base_dir / "fold_0", kind)
         assert got_meta["step"] == want_meta["step"]
         diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), got, want)
-        assert max(jax.tree.leaves(diffs)) == 0.0, kind
+        # the same steps on the same dates: bit-identical on one machine; 1e-6, as the kill test allows,
+        # so that only a change of dates or steps (differences of order 1e-3 and more) can fail it
+        assert max(jax.tree.leaves(diffs)) <= 1e-6, kind
     valid = lambda d: [(r["step"], r["valid_rank_ic"]) for r in _records(d, "valid")]
-    assert valid(runs / "cadence") == valid(base_dir)
+    got, want = valid(runs / "cadence"), valid(base_dir)
+    assert [s for s, _ in got] == [s for s, _ in want]
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=1e-6)
     assert load_config(runs / "cadence" / "config.yaml").train.checkpoint_every == 5
 
 
