@@ -203,3 +203,12 @@ def test_a_run_config_loads_without_its_model_file(tmp_path):
     run.write_text(yaml.safe_dump(partial))
     with pytest.raises(ConfigError, match="not found"):
         load_config(run)
+
+
+def test_config_diffs_name_each_changed_leaf():
+    from train.config import config_diffs
+
+    was = {"lr": 0.1, "folds": {"embargo": 20, "mode": "rolling"}, "gone": 1}
+    now = {"lr": 0.1, "folds": {"embargo": 30, "mode": "rolling"}, "new": [1, 2]}
+    assert config_diffs(was, now) == ["folds.embargo: 20 vs 30", "gone: 1 vs None", "new: None vs [1, 2]"]
+    assert config_diffs(was, now, skip=("folds.embargo", "gone", "new")) == []

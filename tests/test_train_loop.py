@@ -353,7 +353,9 @@ def test_a_resume_with_another_checkpoint_and_log_cadence_equals_the_uninterrupt
     assert load_config(runs / "cadence" / "config.yaml").train.checkpoint_every == 5
 
 
-def test_a_start_refused_for_its_batch_size_writes_nothing_so_the_rerun_needs_no_overwrite(store, runs):
+def test_a_start_refused_for_its_batch_size_writes_nothing_so_the_rerun_needs_no_overwrite(
+    store, runs, monkeypatch
+):
     path = write_config(runs / "batch.yaml", _config(store, runs, "batch", max_steps=2, checkpoint_every=100))
     line = cli_error(["train", "--config", str(path), "train.batch_dates=1000"])
     assert "fold 0 has 120 training dates, fewer than train.batch_dates (1000)" in line
@@ -367,6 +369,27 @@ def test_a_start_refused_for_its_batch_size_writes_nothing_so_the_rerun_needs_no
     res = runner.invoke(app, ["train", "--config", str(path), "--overwrite"], env={"COLUMNS": "300"})
     assert res.exit_code == 0 and f"kept {runs / 'batch' / 'ablation'}" in res.output, res.output
     assert kept.read_text() == "old"
+    # an overwrite trains beside the run: killed before its end, it leaves the old run as it was
+    before = _tree(runs / "batch")
+    old_config = (runs / "batch" / "config.yaml").read_text()
+    real_fold = train.loop.train_fold
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.loop, "train_fold", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(
+            _load(_config(store, runs, "batch", max_steps=3, checkpoint_every=100), runs), overwrite=True
+        )
+    assert _tree(runs / "batch") == before and (runs / "batch" / "config.yaml").read_text() == old_config
+    assert (runs / ".batch.overwrite" / "config.yaml").is_file()
+    monkeypatch.setattr(train.loop, "train_fold", real_fold)
+    res = runner.invoke(app, ["train", "--config", str(path), "--overwrite", "train.max_steps=3"])
+    assert res.exit_code == 0, res.output
+    assert not (runs / ".batch.overwrite").exists() and kept.read_text() == "old"
+    assert json.loads((runs / "batch" / "fold_0" / "summary.json").read_text())["steps"] == 3
+    assert json.loads((runs / "batch" / "summary.json").read_text())["run_dir"] == str(runs / "batch")
 
 
 def test_an_empty_universe_is_refused_before_the_run_folder_is_written(store, runs):

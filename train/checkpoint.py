@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from etl.errors import GogookuError
 from model.atft_gat_fan import param_shapes
 from model.config import ModelConfig
+from train.config import config_diffs
 
 KINDS = ("latest", "best")
 
@@ -94,9 +95,7 @@ def check_compatible(
             f"{meta.get('n_inputs')} inputs) than this data (hash {input_hash[:12]}, {n_inputs} inputs): "
             "use the run's data.inputs and feature store"
         )
-    want, have = meta.get("model", {}), model_dict(cfg)
-    keys = sorted(set(want) | set(have))
-    diffs = [f"{k}: {want.get(k)!r} vs {have.get(k)!r}" for k in keys if want.get(k) != have.get(k)]
+    diffs = config_diffs(meta.get("model", {}), model_dict(cfg))
     if diffs:
         raise CheckpointMismatch(f"{where} has another model config (checkpoint vs now): {'; '.join(diffs)}")
 

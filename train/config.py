@@ -262,6 +262,24 @@ def model_config(cfg: Config, n_features: int | None = None) -> ModelConfig:
     return ModelConfig(**values)
 
 
+def config_diffs(was: dict[str, Any], now: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """`key: old vs new` for each setting that differs between two config dicts, nested sections as
+    `a.b` (keys in `skip` aside): the one way a refusal names what changed."""
+
+    def flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a, b = flat(was), flat(now)
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in skip]
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
 def config_dict(cfg: Any) -> dict[str, Any]:
     """A config as plain YAML-able data (tuples as lists): what a run writes as config.yaml."""
 

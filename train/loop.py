@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from etl.errors import GogookuError
 from model.config import ModelConfig
 from train import checkpoint
-from train.config import Config, config_dict, load_config, model_config
+from train.config import Config, config_dict, config_diffs, load_config, model_config
 from train.data import Dataset, load_dataset
 from train.runs import MODELS, SPLITS, device_name, record_stage
 from train.splits import Fold, fold_records, make_folds
@@ -495,6 +495,29 @@ def remove_run_artifacts(run_dir: Path) -> None:
     _remove_if_empty(run_dir / "eval")
 
 
+def staging_dir(run_dir: Path) -> Path:
+    """Where `--overwrite` trains: a hidden sibling of the run folder, moved into place once every fold is
+    done, so an interrupted overwrite leaves the old run as it was (rerunning the command starts over)."""
+    return run_dir.parent / f".{run_dir.name}.overwrite"
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst`; into a folder that already exists (it kept a user's file), entry by entry."""
+    if src.is_dir() and dst.is_dir() and not dst.is_symlink():
+        for path in src.iterdir():
+            _move_into(path, dst / path.name)
+        src.rmdir()
+    else:
+        os.replace(src, dst)
+
+
+def _replace_run(staging: Path, run_dir: Path) -> None:
+    """Put a finished overwrite in place: the old run's artifacts go (only what the project wrote,
+    `remove_run_artifacts`), then the new run's entries are renamed in."""
+    remove_run_artifacts(run_dir)
+    _move_into(staging, run_dir)
+
+
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     """A fresh run folder. An existing run (config.yaml inside) is replaced only with `overwrite`, and then
     only what the project wrote there is removed (`remove_run_artifacts`); any other non-empty folder is
@@ -522,16 +545,6 @@ def _check_folds(ds: Dataset, folds: list[Fold], batch_dates: int) -> None:
         ds.check_universe(fold.valid, f"fold {fold.index}'s validation dates")
 
 
-def _flat(section: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in section.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}.{key}"))
-        else:
-            out[f"{prefix}.{key}"] = value
-    return out
-
-
 def _check_resume(run_dir: Path, cfg: Config, ds: Dataset, folds_json: list[dict[str, Any]]) -> None:
     """Refuse to continue a run with other inputs, another model config, other train or data settings (but
     those in RESUME_MAY_CHANGE) or other folds, saying which: a resume must equal the uninterrupted run."""
@@ -548,19 +561,14 @@ def _check_resume(run_dir: Path, cfg: Config, ds: Dataset, folds_json: list[dict
     saved_cfg = load_config(run_dir / "config.yaml")
     want = checkpoint.model_dict(model_config(saved_cfg))
     have = checkpoint.model_dict(model_config(cfg))
-    diffs = [f"{k}: {want[k]!r} vs {have.get(k)!r}" for k in want if want[k] != have.get(k)]
+    diffs = config_diffs(want, have)
     if diffs:
         raise checkpoint.CheckpointMismatch(
             f"{run_dir} has another model config (run vs now): {'; '.join(diffs)}"
         )
-    saved_dict, now_dict = config_dict(saved_cfg), config_dict(cfg)
-    changed = []
-    for section in ("train", "data"):
-        was, now = _flat(saved_dict[section], section), _flat(now_dict[section], section)
-        for key in dict.fromkeys([*was, *now]):
-            # data.inputs: the input hash above decides (another spelling of the same list is the same run)
-            if key not in (*RESUME_MAY_CHANGE, "data.inputs") and was.get(key) != now.get(key):
-                changed.append(f"{key}: {was.get(key)!r} vs {now.get(key)!r}")
+    sections = lambda c: {k: v for k, v in config_dict(c).items() if k in ("train", "data")}
+    # data.inputs: the input hash above decides (another spelling of the same list is the same run)
+    changed = config_diffs(sections(saved_cfg), sections(cfg), skip=(*RESUME_MAY_CHANGE, "data.inputs"))
     if changed:
         raise GogookuError(
             f"{run_dir} was trained with other train/data settings (run vs now): {'; '.join(changed)}; a "
@@ -604,23 +612,23 @@ def run_training(
     )
     _check_folds(ds, folds, cfg.train.batch_dates)
     folds_json = fold_records(folds, ds.dates)
+    final_dir = run_dir
     if resume is not None:
         _check_resume(run_dir, cfg, ds, folds_json)
     else:
-        _prepare_run_dir(run_dir, overwrite)
-        if (run_dir / "ablation").is_dir():
-            console.print(
-                f"[yellow]warning:[/] kept {run_dir / 'ablation'}: its runs were made with the replaced "
-                "run's config, and `gogooku ablate` skips those evaluated: remove it to redo them",
-                highlight=False,
-            )
+        if (final_dir / "config.yaml").is_file():  # --overwrite (checked): the old run stays until the end
+            run_dir = staging_dir(final_dir)
+            remove_run_artifacts(run_dir)  # a killed overwrite's leftovers
+            _remove_if_empty(run_dir)
+        _prepare_run_dir(run_dir, overwrite=False)
         write_atomic(run_dir / "inputs.json", json.dumps(ds.inputs_record(), indent=1))
         write_atomic(run_dir / "folds.json", json.dumps(folds_json, indent=1))
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config_dict(cfg), sort_keys=False))
     console.print(
         f"train: {len(ds.dates)} sessions x {ds.n_pad} slots x {len(ds.input_names)} inputs "
         f"({ds.settings['panel_dtype']}), Epad {ds.e_pad}, {len(folds)} folds, {mesh.size} "
-        f"{mesh.devices.flat[0].platform} device(s) -> {run_dir}",
+        f"{mesh.devices.flat[0].platform} device(s) -> {final_dir}"
+        + (f" (trained in {run_dir}, moved there when done)" if run_dir != final_dir else ""),
         highlight=False,
     )
     tx, step_fn = compiled_train_step(model_cfg, cfg.train.clip_norm, cfg.train.weight_decay, mesh)
@@ -647,7 +655,7 @@ def run_training(
         (s["best_valid"] or {}).get("valid_rank_ic_h", {}).get(str(model_cfg.horizons[0])) for s in summaries
     ]
     result = {
-        "run_dir": str(run_dir),
+        "run_dir": str(final_dir),
         "folds": summaries,
         "mean_best_valid_rank_ic": float(np.mean(best)),
         f"mean_best_valid_rank_ic_h{model_cfg.horizons[0]}": float(
@@ -657,4 +665,12 @@ def run_training(
     }
     write_atomic(run_dir / "summary.json", json.dumps(result, indent=1))
     record_stage(run_dir, "train", result["seconds"], device_name(mesh.devices.flat[0]))
+    if run_dir != final_dir:
+        _replace_run(run_dir, final_dir)
+        if (final_dir / "ablation").is_dir():
+            console.print(
+                f"[yellow]warning:[/] kept {final_dir / 'ablation'}: its runs were made with the replaced "
+                "run's config, and `gogooku ablate` skips those evaluated: remove it to redo them",
+                highlight=False,
+            )
     return result
